@@ -1,0 +1,107 @@
+"""Parameter descriptions shared by several estimators, written once.
+
+Docstrings contain placeholders such as ``{{data_params}}`` on a line of their
+own; :func:`fill_doc` replaces each with the text below, indented as the
+placeholder is.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SHARED = {
+    "data_params": """
+resolution : int or None, default=None
+    ``None`` trains at the size of the images given to ``fit``. An int resizes
+    every image to ``resolution x resolution`` inside the network (batched, on
+    the device, antialiased bilinear), so it can be searched over with
+    ``GridSearchCV``. Images at predict time must still have the shape seen in
+    ``fit``.
+normalize : {None, "image"}, default=None
+    ``"image"`` standardises every image by its own mean and standard deviation
+    (global contrast normalisation, as Deep SVDD does). Use it for photographs
+    with uneven lighting or exposure; leave ``None`` when absolute intensity is
+    informative (digits, X-ray-like images).
+data_format : {"auto", "channels_first", "channels_last"}, default="auto"
+    Where the channel axis of 4-D input is. ``"auto"`` reads ``(n, H, W, C)`` as
+    channels-last when the last axis has 1 to 4 entries and the second does not,
+    and ``(n, C, H, W)`` otherwise (see :func:`skocc.images.infer_channels_last`).
+image_shape : tuple of int or None, default=None
+    Shape of one sample, ``(H, W)`` or ``(C, H, W)``, used to read 2-D input
+    ``(n, n_features)`` as images. ``None`` reads 2-D input as one-row images
+    ``(n, 1, 1, n_features)``, so tabular data works too.""",
+    "training_params": """
+max_epochs : int, default={max_epochs}
+    Passes over the training data.
+batch_size : int, default={batch_size}
+    Images per training and scoring batch.
+lr : float, default={lr}
+    Learning rate of Adam.
+weight_decay : float, default=0.0
+    L2 penalty of Adam.
+device : str, default="auto"
+    ``"auto"`` uses CUDA when available and the CPU otherwise; any device string
+    torch accepts (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``). The device used
+    is ``device_``.
+random_state : int, RandomState instance or None, default=None
+    Seeds the weights' initialisation and the order of the batches. The global
+    torch and NumPy random states are not touched. Same value, same scores on
+    the CPU.
+verbose : int, default=0
+    0 is silent; 1 prints a line per epoch (skorch's ``PrintLog``); 2 also shows
+    a progress bar over the batches.
+callbacks : list of skorch callbacks or None, default=None
+    Extra skorch callbacks, such as ``EarlyStopping(monitor="train_loss")`` or
+    ``LRScheduler``. They are copied at every ``fit``; the given objects are
+    not changed.
+net_params : dict or None, default=None
+    Further keyword arguments of :class:`skorch.NeuralNet`, for example
+    ``{"train_split": ValidSplit(0.1)}`` to monitor a validation loss, or
+    ``{"optimizer": torch.optim.SGD}``. Training uses no validation split
+    unless one is given here.""",
+    "threshold_params": """
+contamination : float, default=0.05
+    Expected proportion of anomalies in the training data, in (0, 0.5]. Sets
+    ``offset_`` so that this fraction of training samples is predicted -1
+    (0.05: the 95th percentile of training anomaly scores is the threshold).""",
+    "fitted_attributes": """
+net_ : skocc._engine.OneClassNet
+    The fitted skorch net; ``net_.module_`` is the PyTorch module and
+    ``net_.history`` holds the losses of every epoch and batch.
+offset_ : float
+    Threshold on ``score_samples``: ``decision_function = score_samples -
+    offset_``.
+device_ : str
+    Device the network lives on.
+image_shape_ : tuple of int
+    ``(C, H, W)`` of the images given to ``fit``, after reading their layout.
+input_shape_ : tuple of int
+    ``(C, H, W)`` of the network's input, after resizing to ``resolution``.
+n_features_in_ : int
+    Number of values per sample seen in ``fit`` (``C * H * W``).
+feature_names_in_ : ndarray of shape (n_features_in_,)
+    Column names, when ``fit`` was given a DataFrame with string column names.
+n_epochs_ : int
+    Epochs completed.""",
+}
+
+
+def fill_doc(obj, **defaults):
+    """Replace ``{{name}}`` placeholder lines in ``obj.__doc__`` with shared text.
+
+    ``defaults`` fill ``{key}`` fields inside the shared text (default values
+    that differ between estimators).
+    """
+    doc = obj.__doc__
+    if doc is None:  # python -OO
+        return obj
+
+    def _sub(match):
+        indent, name = match.group(1), match.group(2)
+        text = _SHARED[name].strip("\n")
+        for key, value in defaults.items():
+            text = text.replace("{" + key + "}", str(value))
+        return "\n".join(indent + line if line else line for line in text.split("\n"))
+
+    obj.__doc__ = re.sub(r"^([ \t]*)\{\{(\w+)\}\}$", _sub, doc, flags=re.MULTILINE)
+    return obj

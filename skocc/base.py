@@ -1,0 +1,297 @@
+"""BaseDeepOneClass: the shared fit skeleton and scikit-learn's outlier contract."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import _check_feature_names, check_is_fitted
+from skorch.callbacks import ProgressBar
+
+from ._engine import StopOnNonFiniteLoss, TensorBatchIterator
+from .images import DATA_FORMATS, check_images
+
+
+def resolve_device(device):
+    """``"auto"`` becomes ``"cuda"`` when CUDA is available, else ``"cpu"``."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"device must be 'auto' or a torch device string such as 'cpu' or 'cuda:0'; "
+            f"got {device!r}."
+        ) from exc
+    return device
+
+
+def _as_tensor(images):
+    """A tensor view of ``images``; read-only arrays are shared, never written to."""
+    with warnings.catch_warnings():
+        # torch warns that it cannot protect read-only memory; skocc only reads it.
+        warnings.filterwarnings("ignore", message=".*not writable.*", category=UserWarning)
+        return torch.from_numpy(images)
+
+
+class BaseDeepOneClass(OutlierMixin, BaseEstimator):
+    """Base class of skocc's deep one-class estimators.
+
+    Owns everything that is the same for every network: reading images,
+    seeding, building and running the private skorch net, and the outlier
+    contract of :class:`sklearn.svm.OneClassSVM` and
+    :class:`sklearn.ensemble.IsolationForest`:
+
+    - ``score_samples(X)``: higher means more normal, float64, shape ``(n,)``;
+    - ``decision_function(X) = score_samples(X) - offset_``, negative for
+      anomalies;
+    - ``predict(X)``: +1 for inliers, -1 for anomalies (integers);
+    - ``offset_``: the ``contamination`` quantile of the training scores.
+
+    Subclasses implement ``_build_net_params`` (module and criterion) and
+    ``_anomaly_scores_from_terms``/``_score_terms``.
+    """
+
+    # Axes between the sample axis and the image axes (1 for multi-view input).
+    _n_view_axes = 0
+
+    _parameter_constraints: dict = {
+        "contamination": [Interval(Real, 0, 0.5, closed="right")],
+        "resolution": [Interval(Integral, 1, None, closed="left"), None],
+        "normalize": [StrOptions({"image"}), None],
+        "data_format": [StrOptions(set(DATA_FORMATS))],
+        "image_shape": [tuple, list, None],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "device": [str],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "callbacks": [list, None],
+        "net_params": [dict, None],
+    }
+
+    # ------------------------------------------------------------------ fit
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Train on normal images.
+
+        Parameters
+        ----------
+        X : array-like
+            Training images; see the class docstring for accepted layouts.
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        images = self._validate_images(X, reset=True)
+        self.device_ = resolve_device(self.device)
+        rng = check_random_state(self.random_state)
+        init_seed, order_seed = (int(s) for s in rng.randint(np.iinfo(np.int32).max, size=2))
+
+        net = self._make_net(order_seed)
+        # Initialise inside a forked RNG so the user's global torch state is untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            net.initialize()
+        data = _as_tensor(images)
+        net.partial_fit(data)
+        self._warn_if_interrupted(net)
+        self.net_ = net
+        self.n_epochs_ = sum(1 for row in net.history if "train_loss" in row)
+        self._fit_threshold(images)
+        return self
+
+    def _make_net(self, order_seed):
+        """The private skorch net, not yet initialised."""
+        generator = torch.Generator().manual_seed(order_seed)
+        callbacks = [("stop_on_non_finite_loss", StopOnNonFiniteLoss())]
+        if self.verbose >= 2:
+            callbacks.append(("progress_bar", ProgressBar()))
+        callbacks += copy.deepcopy(self.callbacks or [])
+        params = dict(
+            optimizer=torch.optim.Adam,
+            lr=self.lr,
+            optimizer__weight_decay=self.weight_decay,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            train_split=None,
+            iterator_train=TensorBatchIterator,
+            iterator_train__shuffle=True,
+            iterator_train__generator=generator,
+            iterator_valid=TensorBatchIterator,
+            callbacks=callbacks,
+            device=self.device_,
+            verbose=int(self.verbose >= 1),
+        )
+        params.update(self._build_net_params())
+        params.update(copy.deepcopy(self.net_params or {}))
+        net_class = params.pop("net_class")
+        return net_class(**params)
+
+    def _warn_if_interrupted(self, net):
+        """skorch swallows KeyboardInterrupt; tell the user what they got."""
+        last = net.history[-1] if len(net.history) else None
+        if last is None or "train_loss" not in last:
+            done = sum(1 for row in net.history if "train_loss" in row)
+            batches = len(last["batches"]) if last is not None else 0
+            warnings.warn(
+                f"Training of {type(self).__name__} was interrupted after {done} complete "
+                f"epoch(s) and {batches} batch(es) of the next. The model is usable and "
+                "keeps the weights reached so far.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _fit_threshold(self, images):
+        """Training-score statistics and ``offset_`` from the training images."""
+        terms = self._score_terms(images)
+        self._fit_score_stats(terms)
+        scores = -self._anomaly_scores_from_terms(terms)
+        self.offset_ = float(np.percentile(scores, 100.0 * self.contamination))
+
+    def _fit_score_stats(self, terms):
+        """Hook for subclasses that standardise score terms with training statistics."""
+
+    # ------------------------------------------------------------ scoring
+    def score_samples(self, X):
+        """Normality score of every sample: higher means more normal.
+
+        The opposite of :meth:`anomaly_score`, as scikit-learn's outlier
+        detectors define it.
+
+        Parameters
+        ----------
+        X : array-like
+            Images in a layout accepted by ``fit``, of the shape seen in ``fit``.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,), dtype float64
+        """
+        check_is_fitted(self)
+        images = self._validate_images(X, reset=False)
+        return -self._anomaly_scores_from_terms(self._score_terms(images))
+
+    def anomaly_score(self, X):
+        """Anomaly score of every sample: higher means more anomalous.
+
+        ``-score_samples(X)``, the convention of PyOD's ``decision_function``.
+
+        Parameters
+        ----------
+        X : array-like
+            Images in a layout accepted by ``fit``.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,), dtype float64
+        """
+        return -self.score_samples(X)
+
+    def decision_function(self, X):
+        """``score_samples(X) - offset_``: negative for predicted anomalies.
+
+        Parameters
+        ----------
+        X : array-like
+            Images in a layout accepted by ``fit``.
+
+        Returns
+        -------
+        decision : ndarray of shape (n_samples,), dtype float64
+        """
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X):
+        """+1 for predicted inliers, -1 for predicted anomalies.
+
+        Parameters
+        ----------
+        X : array-like
+            Images in a layout accepted by ``fit``.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), dtype int
+        """
+        decision = self.decision_function(X)
+        labels = np.ones(decision.shape[0], dtype=int)
+        labels[decision < 0] = -1
+        return labels
+
+    # ------------------------------------------------------------ helpers
+    def _validate_images(self, X, *, reset):
+        """Read ``X`` as images; remember (``reset``) or check its shape."""
+        _check_feature_names(self, X, reset=reset)
+        images = check_images(
+            X,
+            image_shape=self.image_shape,
+            data_format=self.data_format,
+            n_view_axes=self._n_view_axes,
+            estimator_name=type(self).__name__,
+        )
+        shape = tuple(int(s) for s in images.shape[1:])
+        n_features = int(np.prod(shape))
+        if reset:
+            self.image_shape_ = shape
+            self.n_features_in_ = n_features
+            self.input_shape_ = self._network_input_shape(shape)
+        elif shape != self.image_shape_:
+            raise ValueError(
+                f"X has {n_features} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input: it was fitted on samples of "
+                f"shape {self.image_shape_} and got samples of shape {shape} "
+                f"(after reading the layout of an input of shape {np.shape(X)})."
+            )
+        return images
+
+    def _network_input_shape(self, image_shape):
+        """Shape of one sample as the network sees it, after resizing."""
+        if self.resolution is None:
+            return image_shape
+        return image_shape[:-2] + (self.resolution, self.resolution)
+
+    def _map_batches(self, images, fn):
+        """Apply ``fn(module, batch_on_device)`` to every batch; concatenate on the CPU.
+
+        Runs the module in eval mode without gradients and returns float64.
+        """
+        net = self.net_
+        module = net.module_
+        was_training = module.training
+        module.eval()
+        dataset = net.get_dataset(_as_tensor(images))
+        outputs = []
+        try:
+            with torch.no_grad():
+                for Xb, _ in net.get_iterator(dataset, training=False):
+                    outputs.append(fn(module, Xb.to(net.device)).cpu())
+        finally:
+            module.train(was_training)
+        return torch.cat(outputs).double().numpy()
+
+    def __setstate__(self, state):
+        # skorch moves a CUDA-trained net to the CPU when CUDA is missing at load
+        # time; keep device_ in step with where the net really is.
+        super().__setstate__(state)
+        net = self.__dict__.get("net_")
+        if net is not None:
+            self.device_ = str(net.device)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.non_deterministic = False
+        return tags

@@ -1,0 +1,169 @@
+"""The one place that knows image layouts.
+
+:func:`check_images` turns every accepted input into a ``(n, C, H, W)`` array
+(``(n, V, C, H, W)`` with views) without copying ``uint8`` data and without ever
+writing into the caller's memory. Estimators call it through
+:meth:`skocc.base.BaseDeepOneClass._validate_images`.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from sklearn.utils.validation import check_array
+
+__all__ = ["DATA_FORMATS", "check_images", "infer_channels_last"]
+
+#: Accepted values of the ``data_format`` parameter.
+DATA_FORMATS = ("auto", "channels_first", "channels_last")
+
+# Channel counts that a trailing or leading axis of a 4-D array may have for
+# ``data_format="auto"`` to read it as the channel axis.
+_CHANNEL_COUNTS = (1, 2, 3, 4)
+
+
+def infer_channels_last(shape: tuple[int, ...]) -> bool:
+    """Decide whether an image array of ``shape`` is channels-last.
+
+    The rule used by ``data_format="auto"`` on arrays whose last three axes are
+    one image: channels-last (``(..., H, W, C)``, as PIL, OpenCV and matplotlib
+    give images) when the last axis has 1 to 4 entries and the first of the three
+    does not; channels-first (``(..., C, H, W)``, PyTorch's layout) otherwise,
+    including the ambiguous case where both are small (``(n, 3, 4, 3)``). State
+    ``data_format`` explicitly when images can be that small.
+    """
+    first, last = shape[-3], shape[-1]
+    return last in _CHANNEL_COUNTS and first not in _CHANNEL_COUNTS
+
+
+def _as_array(X):
+    """Torch tensors and pandas objects become NumPy arrays (no copy where possible)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        torch = None
+    if torch is not None and isinstance(X, torch.Tensor):
+        return X.detach().cpu().numpy()
+    return X
+
+
+def _normalise_image_shape(image_shape, n_view_axes):
+    """Validate ``image_shape`` and return it as a tuple with a channel axis."""
+    expected = "(H, W) or (C, H, W)" if n_view_axes == 0 else "(V, H, W) or (V, C, H, W)"
+    if (
+        not isinstance(image_shape, (tuple, list))
+        or not all(isinstance(s, numbers.Integral) and s >= 1 for s in image_shape)
+        or len(image_shape) not in (2 + n_view_axes, 3 + n_view_axes)
+    ):
+        raise ValueError(
+            f"image_shape must be a tuple of positive ints {expected}; got {image_shape!r}."
+        )
+    shape = tuple(int(s) for s in image_shape)
+    if len(shape) == 2 + n_view_axes:  # no channel axis: insert C = 1
+        shape = shape[:n_view_axes] + (1,) + shape[n_view_axes:]
+    return shape
+
+
+def check_images(
+    X,
+    *,
+    image_shape=None,
+    data_format="auto",
+    n_view_axes=0,
+    input_name="X",
+    estimator_name=None,
+):
+    """Validate image input and return it as a channels-first NumPy array.
+
+    Accepted layouts (``n_view_axes=0``):
+
+    - ``(n, H, W)``: grayscale images;
+    - ``(n, C, H, W)`` or ``(n, H, W, C)``: see ``data_format``;
+    - ``(n, n_features)``: reshaped to ``image_shape`` when it is given (``(H, W)``
+      or ``(C, H, W)``, channels-first order of the flattened values), otherwise
+      read as one-row images ``(n, 1, 1, n_features)`` so tabular data works.
+
+    With ``n_view_axes=1`` every layout has a view axis after the sample axis:
+    ``(n, V, H, W)``, ``(n, V, C, H, W)``, ``(n, V, H, W, C)``, or 2-D with
+    ``image_shape=(V, C, H, W)``.
+
+    Lists, pandas DataFrames and torch tensors are accepted. ``uint8`` data keeps
+    its dtype (the network scales it to [0, 1] batch by batch); every other
+    numeric dtype is converted to ``float32`` and used as given.
+
+    Parameters
+    ----------
+    X : array-like
+        The input.
+    image_shape : tuple of int or None
+        Shape of one sample when ``X`` is 2-D.
+    data_format : {"auto", "channels_first", "channels_last"}
+        Where the channel axis of a 4-D (5-D with views) array is;
+        ``"auto"`` follows :func:`infer_channels_last`.
+    n_view_axes : {0, 1}
+        Whether samples have a view axis.
+    input_name : str
+        Name used in error messages.
+    estimator_name : str or None
+        Name used in error messages.
+
+    Returns
+    -------
+    images : ndarray of shape (n, C, H, W) or (n, V, C, H, W)
+        ``uint8`` or ``float32``; may share memory with ``X``, so callers must
+        not write into it.
+
+    Raises
+    ------
+    ValueError
+        On NaN or infinite values, no samples, a number of dimensions or a size
+        that fits no layout.
+    TypeError
+        On non-numeric or sparse input.
+    """
+    if data_format not in DATA_FORMATS:
+        raise ValueError(f"data_format must be one of {DATA_FORMATS}; got {data_format!r}.")
+    X = _as_array(X)
+    dtype = getattr(X, "dtype", None)
+    keep_uint8 = dtype is not None and np.dtype(dtype) == np.uint8
+    X = check_array(
+        X,
+        accept_sparse=False,
+        dtype=np.uint8 if keep_uint8 else np.float32,
+        allow_nd=True,
+        ensure_all_finite=True,
+        ensure_min_samples=1,
+        input_name=input_name,
+        estimator=estimator_name,
+    )
+    n = X.shape[0]
+    nd = X.ndim - n_view_axes  # dimensions of one view, sample axis included
+    views = X.shape[1 : 1 + n_view_axes]
+    if X.ndim == 2 and image_shape is not None:
+        shape = _normalise_image_shape(image_shape, n_view_axes)
+        if int(np.prod(shape)) != X.shape[1]:
+            raise ValueError(
+                f"{input_name} has {X.shape[1]} features per sample but image_shape="
+                f"{tuple(image_shape)} needs {int(np.prod(shape))}."
+            )
+        return X.reshape((n,) + shape)
+    if X.ndim == 2 and n_view_axes == 0:
+        return X.reshape(n, 1, 1, X.shape[1])
+    if nd == 3:
+        return X.reshape(X.shape[: 1 + n_view_axes] + (1,) + X.shape[1 + n_view_axes :])
+    if nd == 4:
+        last = (
+            infer_channels_last(X.shape)
+            if data_format == "auto"
+            else data_format == "channels_last"
+        )
+        return np.moveaxis(X, -1, -3) if last else X
+    if n_view_axes:
+        layouts = "(n, V, H, W), (n, V, C, H, W), (n, V, H, W, C), or 2-D with image_shape=(V, C, H, W)"
+    else:
+        layouts = "(n, n_features), (n, H, W), (n, C, H, W) or (n, H, W, C)"
+    raise ValueError(
+        f"Expected {input_name} with one of the layouts {layouts}; got an array of "
+        f"shape {X.shape}" + (f" with {views} views" if views else "") + "."
+    )

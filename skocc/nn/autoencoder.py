@@ -1,0 +1,181 @@
+"""Convolutional encoder, decoder and autoencoder that adapt to any image size."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+# A side shorter than this is not halved any more: 1 x features "images" (tabular
+# data) keep their single row, and small images are not reduced to nothing.
+_MIN_SIDE_TO_DOWNSAMPLE = 4
+
+
+def plan_downsampling(
+    height: int, width: int, n_levels: int
+) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Strides and output sizes of the encoder's levels for one input size.
+
+    Every level halves a side (3 x 3 convolution, stride 2, padding 1, so a side
+    ``s`` becomes ``ceil(s / 2)``) while that side is at least 4 pixels long and
+    keeps it otherwise. Sides are planned independently, so non-square images and
+    ``1 x n_features`` rows work.
+
+    Parameters
+    ----------
+    height, width : int
+        Input size.
+    n_levels : int
+        Number of convolutional levels.
+
+    Returns
+    -------
+    plan : list of ((stride_h, stride_w), (out_h, out_w))
+        One entry per level.
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"Image sides must be >= 1; got {(height, width)}.")
+    plan = []
+    h, w = height, width
+    for _ in range(n_levels):
+        sh = 2 if h >= _MIN_SIDE_TO_DOWNSAMPLE else 1
+        sw = 2 if w >= _MIN_SIDE_TO_DOWNSAMPLE else 1
+        h, w = -(-h // sh), -(-w // sw)
+        plan.append(((sh, sw), (h, w)))
+    return plan
+
+
+class ConvEncoder(nn.Module):
+    """Strided 3 x 3 convolutions, then a linear map to the latent code.
+
+    Parameters
+    ----------
+    input_shape : tuple of (int, int, int)
+        ``(channels, height, width)`` of the (preprocessed) input.
+    channels : sequence of int
+        Width of every convolutional level.
+    latent_dim : int
+        Size of the latent code.
+    """
+
+    def __init__(
+        self, input_shape: Sequence[int], channels: Sequence[int], latent_dim: int
+    ) -> None:
+        super().__init__()
+        c_in, height, width = (int(s) for s in input_shape)
+        plan = plan_downsampling(height, width, len(channels))
+        layers: list[nn.Module] = []
+        for c_out, (stride, _) in zip(channels, plan):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.LeakyReLU(0.2)]
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+        out_h, out_w = plan[-1][1] if plan else (height, width)
+        self.feature_shape = (c_in, out_h, out_w)
+        self.to_latent = nn.Linear(c_in * out_h * out_w, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.to_latent(self.features(x).flatten(1))
+
+
+class ConvDecoder(nn.Module):
+    """Mirror of :class:`ConvEncoder`: linear map, then upsampling convolutions.
+
+    With ``lipschitz=True`` every linear and convolutional layer is spectrally
+    normalised, so the decoder cannot amplify its input by an amount it learns.
+    This is what makes a penalty on the latent norm meaningful: an unconstrained
+    decoder could undo any shrinking of the code for free (a larger first weight
+    matrix), and the encoder would then collapse every code towards the origin,
+    normal or not. With a bounded gain, codes of images that must be reconstructed
+    differently have to stay apart, and only what the training data does not need
+    is pulled to the origin.
+
+    Parameters
+    ----------
+    output_shape : tuple of (int, int, int)
+        ``(channels, height, width)`` to reconstruct.
+    channels : sequence of int
+        Widths of the encoder's levels (the decoder uses them in reverse).
+    latent_dim : int
+        Size of the latent code.
+    lipschitz : bool
+        Spectrally normalise every layer.
+    """
+
+    def __init__(
+        self,
+        output_shape: Sequence[int],
+        channels: Sequence[int],
+        latent_dim: int,
+        lipschitz: bool = True,
+    ) -> None:
+        super().__init__()
+        c_out, height, width = (int(s) for s in output_shape)
+        plan = plan_downsampling(height, width, len(channels))
+        wrap = spectral_norm if lipschitz else (lambda layer: layer)
+        # sizes[i] is the spatial size *entering* encoder level i.
+        sizes = [(height, width)] + [size for _, size in plan[:-1]]
+        c_last = channels[-1]
+        h_last, w_last = plan[-1][1]
+        self.feature_shape = (c_last, h_last, w_last)
+        self.from_latent = nn.Sequential(
+            wrap(nn.Linear(latent_dim, c_last * h_last * w_last)), nn.LeakyReLU(0.2)
+        )
+        layers: list[nn.Module] = []
+        widths = list(channels)
+        for i in reversed(range(len(widths))):
+            c_next = widths[i - 1] if i > 0 else c_out
+            layers.append(nn.Upsample(size=sizes[i], mode="nearest"))
+            layers.append(wrap(nn.Conv2d(widths[i], c_next, 3, padding=1)))
+            if i > 0:
+                layers.append(nn.LeakyReLU(0.2))
+        self.features = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.from_latent(z).unflatten(1, self.feature_shape)
+        return self.features(h)
+
+
+class ConvAutoencoder(nn.Module):
+    """Preprocess, encode to a latent vector, decode.
+
+    ``forward`` returns ``(x, x_hat, z)``: the preprocessed input (the
+    reconstruction target), its reconstruction and the latent code, so the
+    per-sample losses and scores in :mod:`skocc.losses` can be computed from one
+    pass.
+
+    Parameters
+    ----------
+    input_shape : tuple of (int, int, int)
+        ``(channels, height, width)`` after preprocessing.
+    channels : sequence of int
+        Encoder widths.
+    latent_dim : int
+        Size of the latent code.
+    preprocess : nn.Module or None
+        Applied to the raw batch first (see :class:`~skocc.nn.ImagePreprocess`).
+    lipschitz_decoder : bool
+        See :class:`ConvDecoder`.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        channels: Sequence[int],
+        latent_dim: int,
+        preprocess: nn.Module | None = None,
+        lipschitz_decoder: bool = True,
+    ) -> None:
+        super().__init__()
+        self.preprocess = preprocess if preprocess is not None else nn.Identity()
+        self.encoder = ConvEncoder(input_shape, channels, latent_dim)
+        self.decoder = ConvDecoder(input_shape, channels, latent_dim, lipschitz_decoder)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self.preprocess(x))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.preprocess(x)
+        z = self.encoder(x)
+        return x, self.decoder(z), z

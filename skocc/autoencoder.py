@@ -6,6 +6,8 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils import TransformerTags
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
@@ -32,7 +34,7 @@ def _check_channels(channels):
 
 
 @fill_doc
-class ConvAEOneClass(BaseDeepOneClass):
+class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeepOneClass):
     """Convolutional autoencoder one-class classifier with targeted collapse.
 
     A convolutional encoder maps every image to a latent vector ``z`` of size
@@ -68,11 +70,12 @@ class ConvAEOneClass(BaseDeepOneClass):
     norm : {"l2", "squared_l2"}, default="l2"
         Whether both loss terms (and the scores) are Euclidean norms or their
         squares.
-    score : {"combined", "latent", "reconstruction"}, default="combined"
+    score_type : {"combined", "latent", "reconstruction"}, default="combined"
         Anomaly score: ``"latent"`` is ``||z||``; ``"reconstruction"`` is
         ``||x - x_hat||``; ``"combined"`` standardises each of the two with its
         mean and standard deviation on the training images and adds them, so
-        neither dominates through its scale.
+        neither dominates through its scale. (Not named ``score``: that name
+        is scikit-learn's method for ``estimator.score(X, y)``.)
     lipschitz_decoder : bool, default=True
         Spectrally normalise every decoder layer. Turn off only to reproduce
         unconstrained autoencoders; the latent score then carries little
@@ -86,7 +89,7 @@ class ConvAEOneClass(BaseDeepOneClass):
     {{fitted_attributes}}
     score_mean_ : ndarray of shape (2,)
         Mean of the reconstruction error and of the latent norm on the training
-        images (used by ``score="combined"``).
+        images (used by ``score_type="combined"``).
     score_std_ : ndarray of shape (2,)
         Their standard deviations (1 where a term is constant).
 
@@ -121,7 +124,7 @@ class ConvAEOneClass(BaseDeepOneClass):
         "latent_dim": [Interval(Integral, 1, None, closed="left")],
         "channels": [tuple, list],
         "norm": [StrOptions(set(NORMS))],
-        "score": [StrOptions(set(_SCORES))],
+        "score_type": [StrOptions(set(_SCORES))],
         "lipschitz_decoder": ["boolean"],
     }
 
@@ -132,7 +135,7 @@ class ConvAEOneClass(BaseDeepOneClass):
         latent_dim=16,
         channels=(32, 64, 128),
         norm="l2",
-        score="combined",
+        score_type="combined",
         lipschitz_decoder=True,
         contamination=0.05,
         resolution=None,
@@ -153,7 +156,7 @@ class ConvAEOneClass(BaseDeepOneClass):
         self.latent_dim = latent_dim
         self.channels = channels
         self.norm = norm
-        self.score = score
+        self.score_type = score_type
         self.lipschitz_decoder = lipschitz_decoder
         self.contamination = contamination
         self.resolution = resolution
@@ -203,9 +206,9 @@ class ConvAEOneClass(BaseDeepOneClass):
         self.score_std_ = np.where(std > 0, std, 1.0)
 
     def _anomaly_scores_from_terms(self, terms):
-        if self.score == "reconstruction":
+        if self.score_type == "reconstruction":
             return terms[:, 0]
-        if self.score == "latent":
+        if self.score_type == "latent":
             return terms[:, 1]
         return ((terms - self.score_mean_) / self.score_std_).sum(axis=1)
 
@@ -228,5 +231,25 @@ class ConvAEOneClass(BaseDeepOneClass):
         )
 
     def transform(self, X):
-        """Same as :meth:`encode`, so the encoder can be a step of a ``Pipeline``."""
+        """Same as :meth:`encode`, so the encoder can be a step of a ``Pipeline``.
+
+        Parameters
+        ----------
+        X : array-like
+            Images in a layout accepted by ``fit``.
+
+        Returns
+        -------
+        codes : ndarray of shape (n_samples, latent_dim), dtype float32
+        """
         return self.encode(X)
+
+    @property
+    def _n_features_out(self):
+        return self.latent_dim
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # transform() returns float32 codes whatever the input dtype.
+        tags.transformer_tags = TransformerTags(preserves_dtype=["float32"])
+        return tags

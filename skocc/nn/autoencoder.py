@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.func import functional_call
 
 # A side shorter than this is not halved any more: 1 x features "images" (tabular
 # data) keep their single row, and small images are not reduced to nothing.
@@ -45,6 +46,55 @@ def plan_downsampling(
         h, w = -(-h // sh), -(-w // sw)
         plan.append(((sh, sw), (h, w)))
     return plan
+
+
+class SpectralNormalized(nn.Module):
+    """A linear or convolutional layer whose weight is divided by its spectral norm.
+
+    The largest singular value of the weight (reshaped to ``(out, -1)``) is
+    estimated by power iteration, one step per training forward pass, as in
+    Miyato et al. (2018). Unlike ``torch.nn.utils.parametrizations``, the module
+    is a plain module with two buffers, so it pickles with the rest of the net.
+
+    Parameters
+    ----------
+    layer : nn.Linear or nn.Conv2d
+        The layer to constrain; it keeps its parameters.
+    eps : float
+        Floor used when normalising the power-iteration vectors.
+    """
+
+    def __init__(self, layer: nn.Module, eps: float = 1e-12) -> None:
+        super().__init__()
+        self.layer = layer
+        self.eps = eps
+        weight = layer.weight.detach().flatten(1)
+        u = F.normalize(torch.randn(weight.shape[0]), dim=0, eps=eps)
+        v = F.normalize(weight.t() @ u, dim=0, eps=eps)
+        self.register_buffer("u", u)
+        self.register_buffer("v", v)
+
+    def sigma(self) -> torch.Tensor:
+        """Current estimate of the weight's spectral norm (differentiable in the weight)."""
+        weight = self.layer.weight.flatten(1)
+        if self.training:
+            with torch.no_grad():
+                v = F.normalize(weight.t() @ self.u, dim=0, eps=self.eps)
+                u = F.normalize(weight @ v, dim=0, eps=self.eps)
+                self.u.copy_(u)
+                self.v.copy_(v)
+        return torch.dot(self.u, weight @ self.v)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        params = {"weight": self.layer.weight / self.sigma()}
+        if self.layer.bias is not None:
+            params["bias"] = self.layer.bias
+        return functional_call(self.layer, params, (x,))
+
+
+def spectral_norm(layer: nn.Module) -> SpectralNormalized:
+    """Wrap ``layer`` in :class:`SpectralNormalized`."""
+    return SpectralNormalized(layer)
 
 
 class ConvEncoder(nn.Module):

@@ -1,0 +1,325 @@
+"""ConvAEOneClass: the outlier contract on images, learning, robustness, plumbing."""
+
+import pickle
+import warnings
+from unittest import mock
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GridSearchCV
+from sklearn.neighbors import LocalOutlierFactor
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+from skorch.callbacks import Callback, EarlyStopping
+from skorch.exceptions import DeviceWarning
+
+from skocc import ConvAEOneClass
+from skocc.datasets import one_class_digits_split
+
+from ._settings import FAST
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return one_class_digits_split(random_state=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(digits):
+    X_train, _, y_train, _ = digits
+    return ConvAEOneClass(**{**FAST, "max_epochs": 20}).fit(X_train[y_train == 0])
+
+
+# ---------------------------------------------------------------- contract
+@pytest.mark.parametrize("score_type", ["combined", "latent", "reconstruction"])
+def test_outlier_contract_on_images(digits, score_type):
+    """sklearn's check_outliers_train, on images instead of 2-D blobs."""
+    X_train, X_test, y_train, _ = digits
+    X = X_train[y_train == 3]
+    model = ConvAEOneClass(**FAST, score_type=score_type)
+    assert model.fit(X) is model
+    for data in (X, X_test):
+        pred = model.predict(data)
+        decision = model.decision_function(data)
+        scores = model.score_samples(data)
+        assert pred.dtype.kind == "i" and pred.shape == (len(data),)
+        assert set(np.unique(pred)) <= {-1, 1}
+        for out in (decision, scores):
+            assert out.dtype == np.float64 and out.shape == (len(data),)
+        np.testing.assert_array_equal(decision >= 0, pred == 1)
+        np.testing.assert_allclose(scores - model.offset_, decision)
+        np.testing.assert_allclose(model.anomaly_score(data), -scores)
+    with pytest.raises(ValueError, match="is expecting 64 features"):
+        model.predict(X_test[:, :4, :4])
+
+
+@pytest.mark.parametrize("contamination", [0.05, 0.1, 0.25, 0.5])
+def test_contamination_sets_the_expected_count(digits, contamination):
+    X_train, _, y_train, _ = digits
+    X = X_train[y_train == 5]
+    model = ConvAEOneClass(**FAST, contamination=contamination).fit(X)
+    n_out = int(np.sum(model.predict(X) == -1))
+    assert abs(n_out - contamination * len(X)) <= 1
+
+
+# ---------------------------------------------------------------- learning
+def test_the_model_learns(digits, fitted):
+    X_train, X_test, y_train, y_test = digits
+    losses = fitted.net_.history[:, "train_loss"]
+    assert losses[-1] < 0.7 * losses[0]
+    scores = fitted.score_samples(X_test)
+    assert np.std(scores) > 0
+
+    untrained = ConvAEOneClass(**{**FAST, "max_epochs": 1, "lr": 1e-12})
+    untrained.fit(X_train[y_train == 0])
+    before = untrained.net_.module_.encoder.to_latent.weight.detach().clone()
+    after = fitted.net_.module_.encoder.to_latent.weight.detach()
+    assert not torch.allclose(before, after)
+
+    auroc_trained = roc_auc_score(y_test == 0, scores)
+    auroc_untrained = roc_auc_score(y_test == 0, untrained.score_samples(X_test))
+    assert auroc_trained > 0.97
+    assert auroc_untrained < 0.97
+
+
+def test_latent_score_carries_information(digits):
+    """The penalty must be earned: ||z|| alone separates normal from anomalous."""
+    X_train, X_test, y_train, y_test = digits
+    model = ConvAEOneClass(**{**FAST, "max_epochs": 30, "score_type": "latent", "beta": 1.0})
+    model.fit(X_train[y_train == 0])
+    assert roc_auc_score(y_test == 0, model.score_samples(X_test)) > 0.9
+
+
+def test_determinism_and_global_rng_untouched(digits):
+    X_train, X_test, y_train, _ = digits
+    X = X_train[y_train == 1]
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = ConvAEOneClass(**FAST).fit(X).score_samples(X_test)
+    assert torch.equal(state, torch.get_rng_state())
+    b = ConvAEOneClass(**FAST).fit(X).score_samples(X_test)
+    np.testing.assert_array_equal(a, b)
+    c = ConvAEOneClass(**{**FAST, "random_state": 1}).fit(X).score_samples(X_test)
+    assert not np.array_equal(a, c)
+
+
+def test_resolution_resizes_inside_the_network(digits):
+    X_train, X_test, y_train, _ = digits
+    model = ConvAEOneClass(**FAST, resolution=16).fit(X_train[y_train == 2])
+    assert model.image_shape_ == (1, 8, 8)
+    assert model.input_shape_ == (1, 16, 16)
+    assert model.score_samples(X_test).shape == (len(X_test),)
+
+
+@pytest.mark.parametrize("shape", [(6, 1, 28, 20), (6, 3, 5, 7), (6, 1, 1, 9), (6, 2, 2, 2)])
+def test_network_adapts_to_any_size(shape):
+    X = np.random.RandomState(0).rand(*shape).astype(np.float32)
+    model = ConvAEOneClass(**FAST, data_format="channels_first").fit(X)
+    assert model.encode(X).shape == (6, FAST["latent_dim"])
+    assert model.score_samples(X).shape == (6,)
+
+
+def test_normalize_image_makes_scores_invariant_to_brightness(digits):
+    X_train, X_test, y_train, _ = digits
+    model = ConvAEOneClass(**FAST, normalize="image").fit(X_train[y_train == 4])
+    np.testing.assert_allclose(
+        model.score_samples(X_test), model.score_samples(3 * X_test + 0.5), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_uint8_and_float_input_agree(digits):
+    X_train, X_test, y_train, _ = digits
+    X8 = np.round(X_train[y_train == 6] * 255).astype(np.uint8)
+    model = ConvAEOneClass(**FAST).fit(X8)
+    T8 = np.round(X_test * 255).astype(np.uint8)
+    np.testing.assert_allclose(
+        model.score_samples(T8), model.score_samples(T8.astype(np.float32) / 255), rtol=1e-5
+    )
+
+
+def test_channels_last_input_matches_channels_first():
+    rng = np.random.RandomState(0)
+    X = rng.rand(20, 3, 8, 8).astype(np.float32)
+    first = ConvAEOneClass(**FAST).fit(X).score_samples(X)
+    last = ConvAEOneClass(**FAST).fit(X.transpose(0, 2, 3, 1)).score_samples(X.transpose(0, 2, 3, 1))
+    np.testing.assert_allclose(first, last, rtol=1e-5)
+
+
+def test_encode_and_transform(fitted, digits):
+    _, X_test, _, _ = digits
+    codes = fitted.encode(X_test)
+    assert codes.shape == (len(X_test), FAST["latent_dim"]) and codes.dtype == np.float32
+    np.testing.assert_array_equal(codes, fitted.transform(X_test))
+    names = fitted.get_feature_names_out()
+    assert len(names) == FAST["latent_dim"] and names[0] == "convaeoneclass0"
+
+
+def test_input_is_never_modified(digits):
+    X_train, _, y_train, _ = digits
+    X = X_train[y_train == 7].copy()
+    X.setflags(write=False)  # any write would raise
+    model = ConvAEOneClass(**FAST, normalize="image", resolution=10).fit(X)
+    model.score_samples(X)
+    X8 = (X * 255).astype(np.uint8)
+    before = X8.copy()
+    ConvAEOneClass(**FAST).fit(X8).score_samples(X8)
+    np.testing.assert_array_equal(X8, before)
+
+
+def test_torch_tensor_input(digits):
+    X_train, _, y_train, _ = digits
+    X = X_train[y_train == 8]
+    a = ConvAEOneClass(**FAST).fit(X).score_samples(X)
+    b = ConvAEOneClass(**FAST).fit(torch.from_numpy(X)).score_samples(torch.from_numpy(X))
+    np.testing.assert_allclose(a, b)
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"beta": -1.0}, "'beta' parameter of ConvAEOneClass must be a float in the range"),
+        ({"contamination": 0.6}, "'contamination' parameter"),
+        ({"score_type": "latnet"}, "'score_type' parameter"),
+        ({"norm": "l1"}, "'norm' parameter"),
+        ({"channels": ()}, "channels must be a non-empty tuple of positive ints"),
+        ({"channels": (8, -1)}, "channels must be a non-empty tuple"),
+        ({"device": "gpu0"}, "device must be 'auto' or a torch device string"),
+        ({"resolution": 0}, "'resolution' parameter"),
+        ({"data_format": "nhwc"}, "'data_format' parameter"),
+    ],
+)
+def test_bad_parameters(params, match):
+    X = np.random.RandomState(0).rand(10, 8, 8)
+    with pytest.raises(ValueError, match=match):
+        ConvAEOneClass(**{**FAST, **params}).fit(X)
+
+
+def test_predict_with_other_image_shape(fitted):
+    with pytest.raises(ValueError, match=r"fitted on samples of shape \(1, 8, 8\).*\(1, 9, 9\)"):
+        fitted.score_samples(np.zeros((3, 9, 9)))
+    with pytest.raises(ValueError, match="NaN"):
+        fitted.predict(np.full((3, 8, 8), np.nan))
+
+
+def test_unfitted_model_raises():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        ConvAEOneClass().score_samples(np.zeros((2, 8, 8)))
+
+
+def test_non_finite_loss_stops_with_advice():
+    X = np.random.RandomState(0).rand(20, 8, 8) * 1e38
+    with pytest.raises(FloatingPointError, match="lower learning rate"):
+        ConvAEOneClass(**FAST).fit(X.astype(np.float32))
+
+
+# ---------------------------------------------------------------- training control
+class _InterruptAt(Callback):
+    def __init__(self, batch):
+        self.batch = batch
+
+    def on_batch_end(self, net, **kwargs):
+        if sum(len(row["batches"]) for row in net.history) >= self.batch:
+            raise KeyboardInterrupt
+
+
+def test_interrupt_keeps_a_usable_model(digits):
+    X_train, X_test, y_train, _ = digits
+    X = X_train[y_train == 9]  # 90 images: 3 batches per epoch
+    model = ConvAEOneClass(**{**FAST, "max_epochs": 10}, callbacks=[_InterruptAt(batch=5)])
+    with pytest.warns(UserWarning, match=r"interrupted after 1 complete epoch\(s\) and 2 batch"):
+        model.fit(X)
+    assert model.n_epochs_ == 1
+    assert np.all(np.isfinite(model.score_samples(X_test)))
+
+
+def test_early_stopping_is_not_an_interruption(digits):
+    X_train, _, y_train, _ = digits
+    stopper = EarlyStopping(monitor="train_loss", patience=1, threshold=10.0)
+    model = ConvAEOneClass(**{**FAST, "max_epochs": 20}, callbacks=[stopper])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.fit(X_train[y_train == 0])
+    assert model.n_epochs_ < 20
+    assert stopper.misses_ == 0  # the user's callback object was copied, not used
+
+
+def test_verbose_prints_one_line_per_epoch(digits, capsys):
+    X_train, _, y_train, _ = digits
+    ConvAEOneClass(**{**FAST, "max_epochs": 3}, verbose=1).fit(X_train[y_train == 0])
+    out = capsys.readouterr().out
+    assert "train_loss" in out and len([l for l in out.splitlines() if l.strip()[:1].isdigit()]) == 3
+
+
+def test_net_params_reach_skorch(digits):
+    from skorch.dataset import ValidSplit
+
+    X_train, _, y_train, _ = digits
+    model = ConvAEOneClass(**FAST, net_params={"train_split": ValidSplit(4)})
+    model.fit(X_train[y_train == 0])
+    assert "valid_loss" in model.net_.history[-1]
+
+
+# ---------------------------------------------------------------- ecosystem
+def test_clone_pipeline_and_grid_search(digits):
+    X_train, X_test, y_train, y_test = digits
+    X = X_train[y_train == 0]
+    model = clone(ConvAEOneClass(**FAST))
+    pipe = make_pipeline(FunctionTransformer(lambda a: np.asarray(a) * 1.0), model).fit(X)
+    assert pipe.predict(X_test).shape == (len(X_test),)
+
+    # Normal-only training folds; scored on held-out images of all digits.
+    normal = np.flatnonzero(y_train == 0)
+    others = np.flatnonzero(y_test != 0)[:40]
+    X_all = np.concatenate([X, X_test[others]])
+    y_all = np.r_[np.ones(len(X)), -np.ones(len(others))]
+    n = len(X)
+    cv = [(np.arange(0, n // 2), np.r_[np.arange(n // 2, n), np.arange(n, len(X_all))])]
+    search = GridSearchCV(
+        ConvAEOneClass(**FAST),
+        {"beta": [0.0, 1.0], "resolution": [None, 12]},
+        cv=cv,
+        scoring="roc_auc",
+        refit=False,
+    ).fit(X_all, y_all)
+    assert len(search.cv_results_["params"]) == 4
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+    assert normal.size == n
+
+
+def test_encoder_features_in_a_pipeline(digits):
+    X_train, X_test, y_train, y_test = digits
+    pipe = Pipeline(
+        [("ae", ConvAEOneClass(**{**FAST, "max_epochs": 10})), ("lof", LocalOutlierFactor(novelty=True))]
+    ).fit(X_train[y_train == 0])
+    assert roc_auc_score(y_test == 0, pipe.score_samples(X_test)) > 0.9
+
+
+def test_pickle_and_joblib_round_trip(fitted, digits, tmp_path):
+    _, X_test, _, _ = digits
+    expected = fitted.score_samples(X_test)
+    again = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_array_equal(again.score_samples(X_test), expected)
+    joblib.dump(fitted, tmp_path / "model.joblib")
+    np.testing.assert_array_equal(joblib.load(tmp_path / "model.joblib").score_samples(X_test), expected)
+
+
+def test_cuda_trained_model_loads_on_cpu(fitted, digits):
+    """Simulate a CUDA-trained model (skorch's own approach) and load it without CUDA."""
+    _, X_test, _, _ = digits
+    expected = fitted.score_samples(X_test)
+    model = pickle.loads(pickle.dumps(fitted))
+    model.device_ = "cuda"
+    model.net_.device = "cuda"
+    blob = pickle.dumps(model)
+    with mock.patch("torch.cuda.is_available", return_value=False):
+        with pytest.warns(DeviceWarning):  # skorch says it moves the net to the CPU
+            loaded = pickle.loads(blob)
+    assert loaded.device_ == "cpu"
+    np.testing.assert_array_equal(loaded.score_samples(X_test), expected)

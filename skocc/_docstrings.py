@@ -79,7 +79,7 @@ input_shape_ : tuple of int
     ``(C, H, W)`` of the network's input, after resizing to ``resolution``.
 n_features_in_ : int
     Number of values per sample seen in ``fit`` (``C * H * W``).
-feature_names_in_ : ndarray of shape (n_features_in_,)
+feature_names_in_ : ndarray of shape (`n_features_in_`,)
     Column names, when ``fit`` was given a DataFrame with string column names.
 n_epochs_ : int
     Epochs completed.""",

@@ -1,0 +1,50 @@
+"""Documentation stays true: documented parameters, the README's code and command."""
+
+import inspect
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import skocc
+
+ROOT = Path(__file__).resolve().parents[1]
+PUBLIC_ESTIMATORS = [getattr(skocc, name) for name in skocc.__all__ if name != "__version__"]
+
+
+def _documented_parameters(doc):
+    section = re.search(r"Parameters\n\s*-+\n(.*?)\n\s*(Attributes|Returns)\n\s*-+\n", doc, re.S)
+    assert section, "no Parameters section"
+    return re.findall(r"^    (\w+) : ", section.group(1), re.M)
+
+
+@pytest.mark.parametrize("estimator", PUBLIC_ESTIMATORS, ids=lambda e: e.__name__)
+def test_documented_parameters_match_the_signature(estimator):
+    documented = _documented_parameters(estimator.__doc__)
+    signature = list(inspect.signature(estimator.__init__).parameters)[1:]
+    assert documented == signature
+
+
+@pytest.mark.parametrize("estimator", PUBLIC_ESTIMATORS, ids=lambda e: e.__name__)
+def test_no_placeholder_left_in_docstrings(estimator):
+    assert "{{" not in estimator.__doc__
+
+
+def test_readme_usage_example_runs():
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
+
+
+def test_ci_runs_the_readme_test_command():
+    out = subprocess.run(
+        ["awk", r"/<!-- test-command:/{found=1; next} found && /^```/{if (infence) exit; infence=1; next} found && infence {print; exit}", "README.md"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    assert out.startswith("pip install torch==2.13.0 && ")
+    assert "pytest" in out
+    assert "<!-- test-command:" in (ROOT / "README.md").read_text()
+    assert "README.md" in (ROOT / ".ci" / "run").read_text()

@@ -118,7 +118,7 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
     (4,)
     >>> bool(model.score_samples(X[y == 0]).mean() > model.score_samples(X[y != 0]).mean())
     True
-    >>> sorted(set(model.predict(X)))
+    >>> sorted(set(model.predict(X).tolist()))
     [-1, 1]
     """
 

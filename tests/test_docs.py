@@ -3,6 +3,7 @@
 import inspect
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,14 @@ def test_ci_runs_the_readme_test_command():
     assert "pytest" in out
     assert "<!-- test-command:" in (ROOT / "README.md").read_text()
     assert "README.md" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_sphinx_docs_build_without_warnings(tmp_path):
+    pytest.importorskip("sphinx")  # installed by the `test` extra, so CI builds the docs
+    result = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
+         str(ROOT / "docs"), str(tmp_path / "html")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "html" / "generated" / "skocc.ConvAEOneClass.html").exists()

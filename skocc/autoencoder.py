@@ -77,7 +77,9 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         ``||x - x_hat||``; ``"combined"`` standardises each of the two with its
         mean and standard deviation on the training images and adds them, so
         neither dominates through its scale. (Not named ``score``: that name
-        is scikit-learn's method for ``estimator.score(X, y)``.)
+        is scikit-learn's method for ``estimator.score(X, y)``.) Changing it
+        after ``fit`` changes the scores at once but not ``offset_``: refit to
+        move the threshold too.
     lipschitz_decoder : bool, default=True
         Spectrally normalise every decoder layer. Turn off only to reproduce
         unconstrained autoencoders; the latent score then carries little

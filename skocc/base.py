@@ -29,6 +29,13 @@ def resolve_device(device):
             f"device must be 'auto' or a torch device string such as 'cpu' or 'cuda:0'; "
             f"got {device!r}."
         ) from exc
+    kind = device.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was requested but CUDA is not available (torch "
+            f"{torch.__version__}, built {'with' if torch.backends.cuda.is_built() else 'without'} "
+            "CUDA). Use device='auto' or 'cpu', or install a CUDA build of torch."
+        )
     return device
 
 

@@ -190,13 +190,16 @@ def test_torch_tensor_input(digits):
         ({"channels": (8, -1)}, "channels must be a non-empty tuple"),
         ({"device": "gpu0"}, "device must be 'auto' or a torch device string"),
         ({"resolution": 0}, "'resolution' parameter"),
+        ({"device": "cuda:0"}, "CUDA is not available"),
         ({"data_format": "nhwc"}, "'data_format' parameter"),
     ],
 )
 def test_bad_parameters(params, match):
     X = np.random.RandomState(0).rand(10, 8, 8)
-    with pytest.raises(ValueError, match=match):
-        ConvAEOneClass(**{**FAST, **params}).fit(X)
+    # CUDA is hidden so that the cuda case means the same on a GPU machine.
+    with mock.patch("torch.cuda.is_available", return_value=False):
+        with pytest.raises(ValueError, match=match):
+            ConvAEOneClass(**{**FAST, **params}).fit(X)
 
 
 def test_predict_with_other_image_shape(fitted):
@@ -255,6 +258,12 @@ def test_verbose_prints_one_line_per_epoch(digits, capsys):
     ConvAEOneClass(**{**FAST, "max_epochs": 3}, verbose=1).fit(X_train[y_train == 0])
     out = capsys.readouterr().out
     assert "train_loss" in out and len([l for l in out.splitlines() if l.strip()[:1].isdigit()]) == 3
+
+
+def test_verbose_2_adds_a_progress_bar(digits):
+    X_train, _, y_train, _ = digits
+    model = ConvAEOneClass(**FAST, verbose=2).fit(X_train[y_train == 0])
+    assert "progress_bar" in dict(model.net_.callbacks_)
 
 
 def test_net_params_reach_skorch(digits):

@@ -60,3 +60,9 @@ def test_sphinx_docs_build_without_warnings(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "html" / "generated" / "skocc.ConvAEOneClass.html").exists()
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.py")), ids=lambda p: p.name)
+def test_examples_run(example):
+    result = subprocess.run([sys.executable, str(example)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -1,0 +1,432 @@
+"""One-class benchmark of ``skocc.ConvAEOneClass`` against classical detectors.
+
+Protocol (the one papers use, see ``../shared/data/README.md``): for every class
+``c`` of a data set, fit each method on the training images of class ``c``
+only, score the whole test set with ``score_samples`` (higher = more normal)
+and compute the AUROC with class ``c`` as the normal (positive) class. Report
+every class, the mean over classes (then mean ± std over seeds), and the
+median wall time of fitting and of scoring.
+
+Data sets and splits
+--------------------
+- ``digits``: ``skocc.datasets.one_class_digits_split(random_state=seed)``,
+  8x8 images in [0, 1], 10 classes.
+- ``coil20``: ``coil20/coil20_32x32.npz``, 20 objects x 72 poses, 32x32 uint8;
+  stratified 50/50 split by object per seed, so 36 training images of the
+  normal object and 720 test images.
+- ``mnist``: a SUBSAMPLE of ``mnist/mnist_train_first20000.npz`` (the first
+  ``--mnist-train`` images of each digit) and of ``mnist/mnist_test.npz`` (a
+  fixed random subset of ``--mnist-test`` images, seed 0), because the
+  benchmark machine is a small CPU. Not comparable to full-MNIST papers.
+
+Methods (all on the same splits)
+--------------------------------
+- ``ConvAEOneClass`` with its defaults, fitted once per class and scored with
+  ``score_type`` in {combined, latent, reconstruction} (set with
+  ``set_params``; scoring only, no refit, each scoring timed separately);
+- ``ConvAEOneClass(normalize="image")``: combined and latent scores;
+- ``ConvAEOneClass(beta=0.0)``: a plain autoencoder, reconstruction and latent
+  scores;
+- on raw flattened pixels in [0, 1]: ``LocalOutlierFactor(novelty=True)``,
+  ``OneClassSVM()``, ``IsolationForest(random_state=seed)`` and an exact
+  Gaussian kernel density whose bandwidth is the median pairwise distance of
+  the training points divided by sqrt(2) (training data only; nothing is tuned
+  on the test set).
+
+Reproduce (from the repository root)::
+
+    OMP_NUM_THREADS=1 python benchmarks/convae_one_class.py \\
+        --datasets digits coil20 mnist --data-dir ../shared/data
+
+Tables are printed as markdown; every seed and class is written to
+``benchmarks/results/convae_one_class.json`` (or ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy
+import sklearn
+import torch
+from scipy.spatial.distance import cdist, pdist
+from scipy.special import logsumexp
+from sklearn.ensemble import IsolationForest
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import train_test_split
+from sklearn.neighbors import LocalOutlierFactor
+from sklearn.svm import OneClassSVM
+
+import skocc
+from skocc import ConvAEOneClass
+from skocc.datasets import one_class_digits_split
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "convae_one_class.json"
+
+# Each AE configuration is fitted once; its scores are read with set_params.
+AE_CONFIGS = {
+    "AE": (
+        {},
+        {
+            "AE combined": "combined",
+            "AE latent": "latent",
+            "AE recon": "reconstruction",
+        },
+    ),
+    "AE normalize=image": (
+        {"normalize": "image"},
+        {
+            "AE combined, normalize=image": "combined",
+            "AE latent, normalize=image": "latent",
+        },
+    ),
+    "plain AE": (
+        {"beta": 0.0, "score_type": "reconstruction"},
+        {
+            "plain AE (beta=0)": "reconstruction",
+            "plain AE latent": "latent",
+        },
+    ),
+}
+
+KDE_RULE = "h = median pairwise Euclidean distance between training points / sqrt(2)"
+
+BASELINES = {
+    "LOF": lambda seed: LocalOutlierFactor(novelty=True),
+    "OC-SVM": lambda seed: OneClassSVM(),
+    "IsolationForest": lambda seed: IsolationForest(random_state=seed),
+    "Gaussian KDE (exact)": lambda seed: ExactGaussianKDE(),
+}
+
+METHODS = [col for _, cols in AE_CONFIGS.values() for col in cols] + list(BASELINES)
+
+
+class ExactGaussianKDE:
+    """Gaussian kernel density with the bandwidth rule ``KDE_RULE``, in float64.
+
+    Written here rather than using ``sklearn.neighbors.KernelDensity``, whose
+    tree-based approximation returns wrong log-densities at small bandwidths.
+    """
+
+    def __init__(self, batch_size=512):
+        self.batch_size = batch_size
+
+    def fit(self, X):
+        self.X_ = np.asarray(X, dtype=np.float64)
+        distances = pdist(self.X_)
+        self.bandwidth_ = float(np.median(distances) / np.sqrt(2.0))
+        return self
+
+    def score_samples(self, X):
+        """Log-density of every row of ``X``."""
+        X = np.asarray(X, dtype=np.float64)
+        n, d = self.X_.shape
+        h2 = self.bandwidth_**2
+        const = np.log(n) + 0.5 * d * np.log(2.0 * np.pi * h2)
+        out = np.empty(X.shape[0])
+        for start in range(0, X.shape[0], self.batch_size):
+            sq = cdist(X[start : start + self.batch_size], self.X_, "sqeuclidean")
+            out[start : start + self.batch_size] = logsumexp(-sq / (2.0 * h2), axis=1)
+        return out - const
+
+
+# ---------------------------------------------------------------- data sets
+def load_digits_split(seed, args):
+    X_train, X_test, y_train, y_test = one_class_digits_split(random_state=seed)
+    return X_train, X_test, y_train, y_test
+
+
+def load_coil20_split(seed, args):
+    z = np.load(Path(args.data_dir) / "coil20" / "coil20_32x32.npz", allow_pickle=True)
+    X, y = z["X"], z["y"].astype(int)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=0.5, stratify=y, random_state=seed
+    )
+    return X_train, X_test, y_train, y_test
+
+
+def load_mnist_split(seed, args):
+    """The same subsample for every seed (``seed`` only seeds the models)."""
+    root = Path(args.data_dir) / "mnist"
+    train, test = np.load(root / "mnist_train_first20000.npz"), np.load(root / "mnist_test.npz")
+    y_all = train["y"].astype(int)
+    keep = np.sort(
+        np.concatenate([np.flatnonzero(y_all == c)[: args.mnist_train] for c in range(10)])
+    )
+    rng = np.random.RandomState(0)
+    test_idx = np.sort(rng.choice(len(test["y"]), size=args.mnist_test, replace=False))
+    return train["X"][keep], test["X"][test_idx], y_all[keep], test["y"][test_idx].astype(int)
+
+
+LOADERS = {"digits": load_digits_split, "coil20": load_coil20_split, "mnist": load_mnist_split}
+
+
+def dataset_note(name, args):
+    if name == "mnist":
+        return (
+            f"SUBSAMPLE: first {args.mnist_train} training images per digit from "
+            f"mnist_train_first20000.npz, {args.mnist_test} random test images (seed 0) "
+            "from mnist_test.npz"
+        )
+    if name == "coil20":
+        return "stratified 50/50 split per seed: 36 training images per object, 720 test images"
+    return "skocc.datasets.one_class_digits_split(random_state=seed): 50/50 stratified"
+
+
+def flat_pixels(X):
+    """Raw pixels in [0, 1], one row per image, float64."""
+    X = np.asarray(X)
+    flat = X.reshape(len(X), -1).astype(np.float64)
+    return flat / 255.0 if X.dtype == np.uint8 else flat
+
+
+# ------------------------------------------------------------------ methods
+def timed(fn, *args):
+    start = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - start
+
+
+def run_ae_config(params, score_types, X_normal, X_test, normal, seed, max_epochs):
+    """Fit one ConvAEOneClass configuration; AUROC and times for each score type."""
+    model = ConvAEOneClass(random_state=seed, device="cpu", max_epochs=max_epochs, **params)
+    _, fit_s = timed(model.fit, X_normal)
+    results = {}
+    for column, score_type in score_types.items():
+        model.set_params(score_type=score_type)
+        scores, score_s = timed(model.score_samples, X_test)
+        results[column] = {
+            "auroc": float(roc_auc_score(normal, scores)),
+            "fit_s": fit_s,
+            "score_s": score_s,
+            "n_epochs": int(model.n_epochs_),
+        }
+    return results
+
+
+def run_baseline(make, X_normal, X_test, normal, seed):
+    model = make(seed)
+    _, fit_s = timed(model.fit, X_normal)
+    scores, score_s = timed(model.score_samples, X_test)
+    result = {"auroc": float(roc_auc_score(normal, scores)), "fit_s": fit_s, "score_s": score_s}
+    if isinstance(model, ExactGaussianKDE):
+        result["bandwidth"] = model.bandwidth_
+    return result
+
+
+def run_class(c, X_train, X_test, y_train, y_test, seed, max_epochs):
+    """Every method with class ``c`` as the normal class: {method: result}."""
+    normal = (y_test == c).astype(int)
+    X_normal = X_train[y_train == c]
+    results = {}
+    for params, score_types in AE_CONFIGS.values():
+        results.update(
+            run_ae_config(params, score_types, X_normal, X_test, normal, seed, max_epochs)
+        )
+    F_normal, F_test = flat_pixels(X_normal), flat_pixels(X_test)
+    for name, make in BASELINES.items():
+        results[name] = run_baseline(make, F_normal, F_test, normal, seed)
+    return results
+
+
+def run_dataset(name, seeds, args):
+    """{"seeds": {seed: {class: {method: result}}}, ...} for one data set."""
+    per_seed = {}
+    for seed in seeds:
+        X_train, X_test, y_train, y_test = LOADERS[name](seed, args)
+        classes = np.unique(y_train)
+        per_class = {}
+        for c in classes:
+            start = time.perf_counter()
+            per_class[int(c)] = run_class(
+                c, X_train, X_test, y_train, y_test, seed, args.max_epochs
+            )
+            print(
+                f"[{name}] seed {seed} class {c}: {time.perf_counter() - start:.1f} s, "
+                f"AE combined AUROC {per_class[int(c)]['AE combined']['auroc']:.3f}",
+                file=sys.stderr,
+                flush=True,
+            )
+        per_seed[int(seed)] = per_class
+    return {
+        "note": dataset_note(name, args),
+        "n_train": int(len(X_train)),
+        "n_test": int(len(X_test)),
+        "image_shape": list(np.shape(X_train)[1:]),
+        "seeds": per_seed,
+    }
+
+
+# ------------------------------------------------------------------ summary
+def summarize(result):
+    """Per-method summary and per-class mean AUROC over seeds."""
+    seeds = result["seeds"]
+    classes = sorted(next(iter(seeds.values())))
+    summary, per_class = {}, {}
+    for method in METHODS:
+        seed_means = [np.mean([seeds[s][c][method]["auroc"] for c in classes]) for s in seeds]
+        fit_s = [seeds[s][c][method]["fit_s"] for s in seeds for c in classes]
+        score_s = [seeds[s][c][method]["score_s"] for s in seeds for c in classes]
+        summary[method] = {
+            "mean_auroc": float(np.mean(seed_means)),
+            "std_auroc_over_seeds": float(np.std(seed_means)),
+            "mean_auroc_per_seed": [float(m) for m in seed_means],
+            "median_fit_s": float(np.median(fit_s)),
+            "median_score_s": float(np.median(score_s)),
+        }
+        per_class[method] = {
+            c: float(np.mean([seeds[s][c][method]["auroc"] for s in seeds])) for c in classes
+        }
+    return summary, per_class
+
+
+def summary_table(summary, n_seeds):
+    lines = [
+        f"| method | mean AUROC (%), mean ± std over {n_seeds} seed(s) "
+        "| median fit s / class | median score s |",
+        "|---|---|---|---|",
+    ]
+    for method, row in summary.items():
+        lines.append(
+            f"| {method} | {100 * row['mean_auroc']:.2f} ± {100 * row['std_auroc_over_seeds']:.2f} "
+            f"| {row['median_fit_s']:.2f} | {row['median_score_s']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def per_class_table(per_class):
+    methods = list(per_class)
+    classes = list(per_class[methods[0]])
+    lines = ["| class | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for c in classes:
+        cells = " | ".join(f"{100 * per_class[m][c]:.1f}" for m in methods)
+        lines.append(f"| {c} | {cells} |")
+    means = " | ".join(f"{100 * np.mean(list(per_class[m].values())):.1f}" for m in methods)
+    lines.append(f"| mean | {means} |")
+    return "\n".join(lines)
+
+
+def report(name, result):
+    summary, per_class = summarize(result)
+    n_seeds = len(result["seeds"])
+    ae_note = (
+        "AE rows that share a configuration share one fit per class (same fit time); "
+        "only the scoring differs."
+    )
+    text = "\n\n".join(
+        [
+            f"## {name}: {result['note']}",
+            f"train {result['n_train']} images in all, test {result['n_test']}, "
+            f"image shape {tuple(result['image_shape'])}, seeds {list(result['seeds'])}. "
+            + ae_note,
+            summary_table(summary, n_seeds),
+            f"Per-class AUROC (%), mean over {n_seeds} seed(s):",
+            per_class_table(per_class),
+        ]
+    )
+    result["summary"] = summary
+    result["per_class_mean_auroc"] = {m: {str(c): v for c, v in pc.items()} for m, pc in per_class.items()}
+    return text
+
+
+# --------------------------------------------------------------------- main
+def git_revision():
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "skocc"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + (" (skocc/ has uncommitted changes)" if dirty else "")
+
+
+def environment(args):
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "torch_num_threads": torch.get_num_threads(),
+        "processor": platform.processor(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "sklearn": sklearn.__version__,
+        "scipy": scipy.__version__,
+        "numpy": np.__version__,
+        "skocc": getattr(skocc, "__version__", None),
+        "git": git_revision(),
+        "max_epochs": args.max_epochs,
+        "kde_bandwidth_rule": KDE_RULE,
+    }
+
+
+def environment_line(env):
+    return (
+        f"{env['date']} | OMP_NUM_THREADS={env['OMP_NUM_THREADS']}, torch threads "
+        f"{env['torch_num_threads']} | processor {env['processor']!r}, machine {env['machine']}, "
+        f"{env['cpu_count']} CPUs | python {env['python']}, torch {env['torch']}, "
+        f"sklearn {env['sklearn']}, scipy {env['scipy']}, numpy {env['numpy']}, "
+        f"skocc {env['skocc']} (git {env['git']})"
+    )
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", choices=list(LOADERS), default=["digits"])
+    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
+                        help="seeds for digits and coil20")
+    parser.add_argument("--mnist-seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--mnist-train", type=int, default=500,
+                        help="training images per digit (the first ones)")
+    parser.add_argument("--mnist-test", type=int, default=2000,
+                        help="size of the random test subset (seed 0)")
+    parser.add_argument("--max-epochs", type=int, default=ConvAEOneClass().max_epochs)
+    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    torch.set_num_threads(1)
+    args = parse_args(argv)
+    env = environment(args)
+    print(environment_line(env))
+    print(
+        f"ConvAEOneClass: estimator defaults, device='cpu', max_epochs={args.max_epochs}. "
+        f"Baselines on raw pixels in [0, 1]; Gaussian KDE bandwidth: {KDE_RULE}. "
+        "Nothing tuned on test data. AUROC: class c normal (positive), score_samples.",
+        flush=True,
+    )
+    out = {"environment": env, "datasets": {}}
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    for name in args.datasets:
+        seeds = args.mnist_seeds if name == "mnist" else args.seeds
+        result = run_dataset(name, seeds, args)
+        print("\n" + report(name, result) + "\n", flush=True)
+        out["datasets"][name] = result
+        # Written after every data set so a later crash keeps the finished ones.
+        out_path.write_text(json.dumps(out, indent=1))
+    print(f"Results written to {out_path}")
+
+
+if __name__ == "__main__":
+    main()

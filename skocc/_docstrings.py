@@ -59,6 +59,20 @@ net_params : dict or None, default=None
     ``{"train_split": ValidSplit(0.1)}`` to monitor a validation loss, or
     ``{"optimizer": torch.optim.SGD}``. Training uses no validation split
     unless one is given here.""",
+    "diversity_params": """
+diversity : {None, "direct", "det", "logdet"}, default=None
+    Feature-diversity regulariser (WLD-Reg) over the units of the latent
+    layer, added to the batch loss. With ``phi_n`` the activations of unit
+    ``n`` over a batch and ``s_nm = exp(-diversity_gamma * ||phi_n - phi_m||^2)``:
+    ``"direct"`` adds ``sum_{n != m} s_nm``, ``"det"`` adds ``-det(S)`` and
+    ``"logdet"`` adds ``-log det(S + 1e-4 I)`` (see
+    :func:`skocc.losses.feature_diversity`). Follows the description in
+    Laakom et al., "WLD-Reg: a data-dependent within-layer diversity
+    regularizer", AAAI 2023.
+diversity_weight : float, default=0.1
+    Weight of the diversity term; 0 (or ``diversity=None``) turns it off.
+diversity_gamma : float, default=1.0
+    ``gamma`` of the Gaussian similarity between units.""",
     "threshold_params": """
 contamination : float, default=0.05
     Expected proportion of anomalies in the training data, in (0, 0.5]. Sets

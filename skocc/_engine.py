@@ -16,7 +16,7 @@ from skorch.dataset import Dataset
 from torch import nn
 from torch.utils.data import Subset
 
-from .losses import autoencoder_loss
+from .losses import autoencoder_loss, feature_diversity
 
 
 class TensorBatchIterator:
@@ -92,16 +92,36 @@ class StopOnNonFiniteLoss(Callback):
 
 
 class AutoencoderCriterion(nn.Module):
-    """Per-sample targeted-collapse loss of an autoencoder's ``(x, x_hat, z)`` output."""
+    """Targeted-collapse loss of an autoencoder's ``(x, x_hat, z)`` output.
 
-    def __init__(self, beta: float = 0.0, norm: str = "l2") -> None:
+    ``forward`` returns one loss per sample; ``batch_penalty`` the batch-level
+    feature-diversity term (0 unless ``diversity`` is set and weighted).
+    """
+
+    def __init__(
+        self,
+        beta: float = 0.0,
+        norm: str = "l2",
+        diversity: str | None = None,
+        diversity_weight: float = 0.0,
+        diversity_gamma: float = 1.0,
+    ) -> None:
         super().__init__()
         self.beta = beta
         self.norm = norm
+        self.diversity = diversity
+        self.diversity_weight = diversity_weight
+        self.diversity_gamma = diversity_gamma
 
     def forward(self, output):
         x, x_hat, z = output[:3]
         return autoencoder_loss(x, x_hat, z, self.beta, self.norm)
+
+    def batch_penalty(self, output):
+        if self.diversity is None or not self.diversity_weight:
+            return 0.0
+        z = output[2]
+        return self.diversity_weight * feature_diversity(z, self.diversity, self.diversity_gamma)
 
 
 class OneClassNet(NeuralNet):
@@ -112,4 +132,6 @@ class OneClassNet(NeuralNet):
     """
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        return self.criterion_(y_pred).mean()
+        loss = self.criterion_(y_pred).mean()
+        penalty = getattr(self.criterion_, "batch_penalty", None)
+        return loss if penalty is None else loss + penalty(y_pred)

@@ -67,6 +67,8 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
 
     # Axes between the sample axis and the image axes (1 for multi-view input).
     _n_view_axes = 0
+    # How one sample's shape reads, for error messages.
+    _sample_layout = "(C, H, W)"
 
     _parameter_constraints: dict = {
         "contamination": [Interval(Real, 0, 0.5, closed="right")],
@@ -259,7 +261,8 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
             raise ValueError(
                 f"X has {n_features} features, but {type(self).__name__} is expecting "
                 f"{self.n_features_in_} features as input: it was fitted on samples of "
-                f"shape {self.image_shape_} and got samples of shape {shape} "
+                f"shape {self._sample_layout} = {self.image_shape_} and got samples of "
+                f"shape {shape} "
                 f"(after reading the layout of an input of shape {np.shape(X)})."
             )
         return images

@@ -13,7 +13,7 @@ import numbers
 import numpy as np
 from sklearn.utils.validation import check_array
 
-__all__ = ["DATA_FORMATS", "check_images", "infer_channels_last"]
+__all__ = ["DATA_FORMATS", "check_images", "infer_channels_last", "stack_views"]
 
 #: Accepted values of the ``data_format`` parameter.
 DATA_FORMATS = ("auto", "channels_first", "channels_last")
@@ -86,7 +86,8 @@ def check_images(
 
     With ``n_view_axes=1`` every layout has a view axis after the sample axis:
     ``(n, V, H, W)``, ``(n, V, C, H, W)``, ``(n, V, H, W, C)``, or 2-D with
-    ``image_shape=(V, C, H, W)``.
+    ``image_shape=(V, C, H, W)``; 2-D input without ``image_shape`` is one view
+    of one-row images, ``(n, 1, 1, 1, n_features)``.
 
     Lists, pandas DataFrames and torch tensors are accepted. ``uint8`` data keeps
     its dtype (the network scales it to [0, 1] batch by batch); every other
@@ -148,8 +149,8 @@ def check_images(
                 f"{tuple(image_shape)} needs {int(np.prod(shape))}."
             )
         return X.reshape((n,) + shape)
-    if X.ndim == 2 and n_view_axes == 0:
-        return X.reshape(n, 1, 1, X.shape[1])
+    if X.ndim == 2:  # tabular: one-row images (a single view of them with a view axis)
+        return X.reshape((n,) + (1,) * n_view_axes + (1, 1, X.shape[1]))
     if nd == 3:
         return X.reshape(X.shape[: 1 + n_view_axes] + (1,) + X.shape[1 + n_view_axes :])
     if nd == 4:
@@ -160,10 +161,85 @@ def check_images(
         )
         return np.moveaxis(X, -1, -3) if last else X
     if n_view_axes:
-        layouts = "(n, V, H, W), (n, V, C, H, W), (n, V, H, W, C), or 2-D with image_shape=(V, C, H, W)"
+        layouts = "(n, V, H, W), (n, V, C, H, W), (n, V, H, W, C), or (n, n_features)"
     else:
         layouts = "(n, n_features), (n, H, W), (n, C, H, W) or (n, H, W, C)"
     raise ValueError(
         f"Expected {input_name} with one of the layouts {layouts}; got an array of "
         f"shape {X.shape}" + (f" with {views} views" if views else "") + "."
     )
+
+
+def stack_views(*views, size=None, data_format="auto"):
+    """Stack one image array per view into the multi-view array ``(n, V, C, H, W)``.
+
+    Each view is read like single-view input (``(n, H, W)``, ``(n, C, H, W)``,
+    ``(n, H, W, C)``; see :func:`check_images`); all must have the same number
+    of samples and channels.
+
+    Parameters
+    ----------
+    *views : array-like
+        One array per view, sample ``i`` of every array showing the same object.
+    size : int or tuple of (int, int) or None, default=None
+        Resize every view to this ``(H, W)`` (antialiased bilinear), for views
+        of different native sizes. ``None`` requires equal sizes.
+    data_format : {"auto", "channels_first", "channels_last"}, default="auto"
+        Layout of 4-D views.
+
+    Returns
+    -------
+    stacked : ndarray of shape (n, V, C, H, W)
+        ``uint8`` when every view is ``uint8`` and nothing is resized;
+        otherwise ``float32``, with ``uint8`` views scaled to [0, 1] (the rule
+        the estimators apply to ``uint8`` input).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skocc import stack_views
+    >>> left, right = np.zeros((10, 32, 32)), np.zeros((10, 64, 64))
+    >>> stack_views(left, right, size=32).shape
+    (10, 2, 1, 32, 32)
+    """
+    if not views:
+        raise ValueError("stack_views needs at least one view; got none.")
+    arrays = [
+        check_images(view, data_format=data_format, input_name=f"view {i}")
+        for i, view in enumerate(views)
+    ]
+    n = arrays[0].shape[0]
+    for i, a in enumerate(arrays):
+        if a.shape[0] != n:
+            raise ValueError(
+                f"Every view needs the same number of samples; view 0 has {n} and view {i} "
+                f"has {a.shape[0]}."
+            )
+        if a.shape[1] != arrays[0].shape[1]:
+            raise ValueError(
+                f"Every view needs the same number of channels; view 0 has "
+                f"{arrays[0].shape[1]} and view {i} has {a.shape[1]}."
+            )
+    sizes = {a.shape[2:] for a in arrays}
+    if size is None:
+        if len(sizes) > 1:
+            raise ValueError(
+                f"The views have different image sizes {sorted(sizes)}; pass size=(H, W) "
+                "to resize them to one size."
+            )
+        if all(a.dtype == np.uint8 for a in arrays):
+            return np.stack(arrays, axis=1)
+    target = (size, size) if isinstance(size, numbers.Integral) else size
+    return np.stack([_to_float(a, target) for a in arrays], axis=1)
+
+
+def _to_float(images, size):
+    """float32 images (``uint8`` scaled to [0, 1]), resized to ``size`` if given."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    if size is not None and tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    return x.numpy()

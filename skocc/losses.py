@@ -9,10 +9,21 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["NORMS", "latent_norm", "reconstruction_error", "autoencoder_loss"]
+__all__ = [
+    "DIVERSITIES",
+    "NORMS",
+    "autoencoder_loss",
+    "feature_diversity",
+    "latent_norm",
+    "per_view_reconstruction_error",
+    "reconstruction_error",
+]
 
 #: Accepted values of the ``norm`` parameter.
 NORMS = ("l2", "squared_l2")
+
+#: Accepted values of the ``diversity`` parameter (besides None).
+DIVERSITIES = ("direct", "det", "logdet")
 
 
 def _norm(v: torch.Tensor, norm: str) -> torch.Tensor:
@@ -36,6 +47,17 @@ def reconstruction_error(
     return _norm(x - x_hat, norm)
 
 
+def per_view_reconstruction_error(
+    x: torch.Tensor, x_hat: torch.Tensor, norm: str = "l2"
+) -> torch.Tensor:
+    """Reconstruction error of every view of every sample, shape ``(n, V)``.
+
+    ``x`` and ``x_hat`` have shape ``(n, V, C, H, W)``.
+    """
+    n, n_views = x.shape[:2]
+    return reconstruction_error(x.flatten(0, 1), x_hat.flatten(0, 1), norm).view(n, n_views)
+
+
 def autoencoder_loss(
     x: torch.Tensor,
     x_hat: torch.Tensor,
@@ -43,8 +65,48 @@ def autoencoder_loss(
     beta: float,
     norm: str = "l2",
 ) -> torch.Tensor:
-    """Targeted-collapse loss of every sample: reconstruction + ``beta`` * latent norm."""
-    loss = reconstruction_error(x, x_hat, norm)
+    """Targeted-collapse loss of every sample: reconstruction + ``beta`` * latent norm.
+
+    With a view axis (``x`` of shape ``(n, V, C, H, W)``) the reconstruction
+    term is the sum of the views' errors, ``sum_v ||x_v - x_hat_v||``, and ``z``
+    is the concatenation of the views' codes.
+    """
+    if x.ndim == 5:
+        loss = per_view_reconstruction_error(x, x_hat, norm).sum(dim=1)
+    else:
+        loss = reconstruction_error(x, x_hat, norm)
     if beta:
         loss = loss + beta * latent_norm(z, norm)
     return loss
+
+
+def feature_diversity(
+    features: torch.Tensor, kind: str, gamma: float = 1.0, ridge: float = 1e-4
+) -> torch.Tensor:
+    """WLD-Reg feature-diversity penalty of a layer's units over one batch (a scalar).
+
+    The one batch-level term in this module: it compares units, not samples.
+    Following the description of Laakom et al. (AAAI 2023), unit ``n``'s
+    activations over the batch form a vector ``phi_n`` (column ``n`` of
+    ``features``, shape ``(batch, units)``); the similarity of two units is
+    ``s_nm = exp(-gamma * ||phi_n - phi_m||^2)`` and ``S = [s_nm]``. Minimising
+    the penalty makes units less alike:
+
+    - ``"direct"``: ``sum_{n != m} s_nm``;
+    - ``"det"``: ``-det(S)``;
+    - ``"logdet"``: ``-log det(S + ridge * I)``, computed with ``slogdet``.
+
+    ``det(S)`` of many units underflows towards 0 (and so does its gradient);
+    prefer ``"logdet"`` or ``"direct"`` for wide layers.
+    """
+    phi = features.flatten(1).t()  # (units, batch)
+    sq_dist = torch.cdist(phi, phi).pow(2)
+    similarity = torch.exp(-gamma * sq_dist)
+    if kind == "direct":
+        return similarity.sum() - similarity.diagonal().sum()
+    if kind == "det":
+        return -torch.linalg.det(similarity)
+    if kind == "logdet":
+        eye = torch.eye(similarity.shape[0], dtype=similarity.dtype, device=similarity.device)
+        return -torch.linalg.slogdet(similarity + ridge * eye).logabsdet
+    raise ValueError(f"diversity must be one of {DIVERSITIES}; got {kind!r}.")

@@ -1,6 +1,6 @@
 """Fast settings that make every estimator train in well under a second."""
 
-from skocc import ConvAEOneClass
+from skocc import ConvAEOneClass, MultiViewConvAEOneClass
 
 FAST = dict(
     channels=(8, 16),
@@ -13,4 +13,4 @@ FAST = dict(
 
 
 def fast_estimators():
-    return [ConvAEOneClass(**FAST)]
+    return [ConvAEOneClass(**FAST), MultiViewConvAEOneClass(**FAST)]

@@ -203,7 +203,7 @@ def test_bad_parameters(params, match):
 
 
 def test_predict_with_other_image_shape(fitted):
-    with pytest.raises(ValueError, match=r"fitted on samples of shape \(1, 8, 8\).*\(1, 9, 9\)"):
+    with pytest.raises(ValueError, match=r"fitted on samples of shape \(C, H, W\) = \(1, 8, 8\).*\(1, 9, 9\)"):
         fitted.score_samples(np.zeros((3, 9, 9)))
     with pytest.raises(ValueError, match="NaN"):
         fitted.predict(np.full((3, 8, 8), np.nan))

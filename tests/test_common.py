@@ -14,6 +14,7 @@ EXPECTED_FAILED_CHECKS = {
         ),
     },
 }
+EXPECTED_FAILED_CHECKS["MultiViewConvAEOneClass"] = EXPECTED_FAILED_CHECKS["ConvAEOneClass"]
 
 
 def _expected_failed_checks(estimator):

@@ -5,7 +5,14 @@ the shapes it needs as explicit constructor arguments, so it can be used (and
 tested) on its own.
 """
 
-from .autoencoder import ConvAutoencoder, ConvDecoder, ConvEncoder, plan_downsampling
+from .autoencoder import (
+    ConvAutoencoder,
+    ConvDecoder,
+    ConvEncoder,
+    MultiViewConvAutoencoder,
+    SpectralNormalized,
+    plan_downsampling,
+)
 from .preprocess import ImagePreprocess
 
 __all__ = [
@@ -13,5 +20,7 @@ __all__ = [
     "ConvDecoder",
     "ConvEncoder",
     "ImagePreprocess",
+    "MultiViewConvAutoencoder",
+    "SpectralNormalized",
     "plan_downsampling",
 ]

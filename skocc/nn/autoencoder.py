@@ -229,3 +229,68 @@ class ConvAutoencoder(nn.Module):
         x = self.preprocess(x)
         z = self.encoder(x)
         return x, self.decoder(z), z
+
+
+class MultiViewConvAutoencoder(nn.Module):
+    """One convolutional autoencoder per view (or one shared by all views).
+
+    Input ``(n, V, C, H, W)``. Every view is preprocessed, encoded to a code of
+    ``latent_dim`` and reconstructed by its decoder; the codes are concatenated.
+    ``forward`` returns ``(x, x_hat, z)`` with ``x`` and ``x_hat`` of shape
+    ``(n, V, C, H', W')`` and ``z`` of shape ``(n, V * latent_dim)``.
+
+    Parameters
+    ----------
+    n_views : int
+        Number of views ``V``.
+    input_shape : tuple of (int, int, int)
+        ``(channels, height, width)`` of one view after preprocessing.
+    channels : sequence of int
+        Encoder widths.
+    latent_dim : int
+        Size of each view's code.
+    share_weights : bool
+        One encoder and one decoder for every view (the views are folded into
+        the batch axis), or one pair per view.
+    preprocess : nn.Module or None
+        Applied to every view (see :class:`~skocc.nn.ImagePreprocess`).
+    lipschitz_decoder : bool
+        See :class:`ConvDecoder`.
+    """
+
+    def __init__(
+        self,
+        n_views: int,
+        input_shape: Sequence[int],
+        channels: Sequence[int],
+        latent_dim: int,
+        share_weights: bool = True,
+        preprocess: nn.Module | None = None,
+        lipschitz_decoder: bool = True,
+    ) -> None:
+        super().__init__()
+        self.n_views = int(n_views)
+        self.share_weights = bool(share_weights)
+        n_models = 1 if self.share_weights else self.n_views
+        self.autoencoders = nn.ModuleList(
+            ConvAutoencoder(input_shape, channels, latent_dim, preprocess, lipschitz_decoder)
+            for _ in range(n_models)
+        )
+
+    def _per_view(self, x: torch.Tensor, method: str):
+        n = x.shape[0]
+        if self.share_weights:
+            out = getattr(self.autoencoders[0], method)(x.flatten(0, 1))
+            outs = out if isinstance(out, tuple) else (out,)
+            return tuple(t.unflatten(0, (n, self.n_views)) for t in outs)
+        per_view = [getattr(ae, method)(x[:, v]) for v, ae in enumerate(self.autoencoders)]
+        per_view = [o if isinstance(o, tuple) else (o,) for o in per_view]
+        return tuple(torch.stack(parts, dim=1) for parts in zip(*per_view))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        (z,) = self._per_view(x, "encode")
+        return z.flatten(1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, x_hat, z = self._per_view(x, "forward")
+        return x, x_hat, z.flatten(1)

@@ -1,0 +1,206 @@
+"""MultiViewConvAEOneClass, stack_views and the feature-diversity regularisers."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler
+
+from skocc import ConvAEOneClass, MultiViewConvAEOneClass, stack_views
+from skocc.datasets import one_class_digits_split
+from skocc.losses import feature_diversity
+
+from ._settings import FAST
+
+
+@pytest.fixture(scope="module")
+def views():
+    """Two constructed views of the digits: each image and its mirror image."""
+    X_train, X_test, y_train, y_test = one_class_digits_split(random_state=0)
+    return (
+        stack_views(X_train, np.flip(X_train, axis=2)),
+        stack_views(X_test, np.flip(X_test, axis=2)),
+        y_train,
+        y_test,
+    )
+
+
+def test_contract_and_learning(views):
+    V_train, V_test, y_train, y_test = views
+    model = MultiViewConvAEOneClass(**{**FAST, "max_epochs": 20}).fit(V_train[y_train == 0])
+    assert model.n_views_ == 2 and model.image_shape_ == (2, 1, 8, 8)
+    scores = model.score_samples(V_test)
+    assert scores.dtype == np.float64 and scores.shape == (len(V_test),)
+    np.testing.assert_allclose(model.decision_function(V_test), scores - model.offset_)
+    np.testing.assert_array_equal(model.predict(V_test) == 1, model.decision_function(V_test) >= 0)
+    assert model.encode(V_test).shape == (len(V_test), 2 * FAST["latent_dim"])
+    assert roc_auc_score(y_test == 0, scores) > 0.9
+    losses = model.net_.history[:, "train_loss"]
+    assert losses[-1] < losses[0]
+
+
+def test_one_view_is_conv_ae_one_class():
+    X = np.random.RandomState(0).rand(40, 8, 8).astype(np.float32)
+    single = ConvAEOneClass(**FAST).fit(X)
+    multi = MultiViewConvAEOneClass(**FAST, beta=1.0, score_type="combined").fit(X[:, None])
+    np.testing.assert_array_equal(multi.score_samples(X[:, None]), single.score_samples(X))
+
+
+@pytest.mark.parametrize("share_weights", [True, False])
+def test_per_view_scores_point_at_the_damaged_view(views, share_weights):
+    V_train, V_test, y_train, y_test = views
+    model = MultiViewConvAEOneClass(**{**FAST, "max_epochs": 20}, share_weights=share_weights)
+    model.fit(V_train[y_train == 0])
+    normal = V_test[y_test == 0].copy()
+    damaged = normal.copy()
+    damaged[:, 1] = V_test[y_test == 1][: len(normal), 0]  # view 1 shows another digit
+    for score_type in ("latent", "reconstruction", "combined"):
+        model.set_params(score_type=score_type)
+        per_view = model.score_samples_per_view(damaged)
+        assert per_view.shape == (len(damaged), 2)
+        assert np.mean(per_view[:, 1] < per_view[:, 0]) > 0.7
+    if not share_weights:
+        assert len(model.net_.module_.autoencoders) == 2
+
+
+def test_squared_norm_per_view_latent_adds_up(views):
+    V_train, V_test, y_train, _ = views
+    model = MultiViewConvAEOneClass(**FAST, norm="squared_l2").fit(V_train[y_train == 3])
+    np.testing.assert_allclose(
+        model.score_samples_per_view(V_test).sum(axis=1), model.score_samples(V_test), rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda V: V,  # (n, V, C, H, W)
+        lambda V: V[:, :, 0],  # (n, V, H, W)
+        lambda V: np.moveaxis(V, 2, -1),  # (n, V, H, W, C)
+    ],
+)
+def test_view_layouts_agree(views, make):
+    V_train, V_test, y_train, _ = views
+    ref = MultiViewConvAEOneClass(**FAST).fit(V_train[y_train == 2]).score_samples(V_test)
+    got = MultiViewConvAEOneClass(**FAST).fit(make(V_train[y_train == 2])).score_samples(make(V_test))
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+
+
+def test_flat_input_in_a_pipeline_with_a_scaler(views):
+    V_train, V_test, y_train, y_test = views
+    flat = V_train[y_train == 0].reshape(-1, 2 * 64)
+    pipe = make_pipeline(
+        MinMaxScaler(), MultiViewConvAEOneClass(**{**FAST, "max_epochs": 10}, image_shape=(2, 1, 8, 8))
+    ).fit(flat)
+    scores = pipe.score_samples(V_test.reshape(len(V_test), -1))
+    assert roc_auc_score(y_test == 0, scores) > 0.8
+
+
+def test_other_views_at_predict_time_fail_clearly(views):
+    V_train, V_test, y_train, _ = views
+    model = MultiViewConvAEOneClass(**FAST).fit(V_train[y_train == 0])
+    three = np.concatenate([V_test, V_test[:, :1]], axis=1)
+    with pytest.raises(ValueError, match=r"\(V, C, H, W\) = \(2, 1, 8, 8\).*\(3, 1, 8, 8\)"):
+        model.score_samples(three)
+    with pytest.raises(ValueError, match=r"\(2, 1, 6, 6\)"):
+        model.predict(V_test[..., :6, :6])
+
+
+def test_grid_search_pickle_and_resolution(views):
+    V_train, V_test, y_train, y_test = views
+    X = np.concatenate([V_train[y_train == 0], V_test[y_test != 0][:30]])
+    y = np.r_[np.ones((y_train == 0).sum()), -np.ones(30)]
+    n = int((y_train == 0).sum())
+    cv = [(np.arange(n // 2), np.arange(n // 2, len(X)))]
+    search = GridSearchCV(
+        MultiViewConvAEOneClass(**FAST),
+        {"beta": [0.5, 2.0], "resolution": [None, 12]},
+        cv=cv,
+        scoring="roc_auc",
+        refit=False,
+    ).fit(X, y)
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+    model = MultiViewConvAEOneClass(**FAST, resolution=12).fit(V_train[y_train == 0])
+    assert model.input_shape_ == (2, 1, 12, 12)
+    again = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(again.score_samples(V_test), model.score_samples(V_test))
+
+
+# ---------------------------------------------------------------- stack_views
+def test_stack_views_shapes_and_resizing():
+    a = np.random.RandomState(0).randint(0, 255, (5, 16, 16)).astype(np.uint8)
+    b = np.random.RandomState(1).randint(0, 255, (5, 32, 32)).astype(np.uint8)
+    assert stack_views(a, a).dtype == np.uint8
+    resized = stack_views(a, b, size=16)
+    assert resized.shape == (5, 2, 1, 16, 16) and resized.dtype == np.float32
+    np.testing.assert_allclose(resized[:, 0, 0], a / 255.0, rtol=1e-6)
+    rgb = stack_views(np.zeros((5, 8, 8, 3)), np.zeros((5, 3, 8, 8)))
+    assert rgb.shape == (5, 2, 3, 8, 8)
+
+
+@pytest.mark.parametrize(
+    "arrays, kwargs, match",
+    [
+        ((np.zeros((5, 8, 8)), np.zeros((4, 8, 8))), {}, "view 0 has 5 and view 1 has 4"),
+        ((np.zeros((5, 8, 8)), np.zeros((5, 9, 9))), {}, "different image sizes.*pass size="),
+        ((np.zeros((5, 8, 8)), np.zeros((5, 3, 8, 8))), {}, "same number of channels"),
+        ((), {}, "at least one view"),
+        ((np.zeros((5, 8, 8)), np.full((5, 8, 8), np.nan)), {}, "NaN"),
+    ],
+)
+def test_stack_views_bad_input(arrays, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        stack_views(*arrays, **kwargs)
+
+
+# ---------------------------------------------------------------- diversity
+def _brute_force_similarity(z, gamma):
+    d = z.shape[1]
+    S = np.empty((d, d))
+    for n in range(d):
+        for m in range(d):
+            S[n, m] = np.exp(-gamma * np.sum((z[:, n] - z[:, m]) ** 2))
+    return S
+
+
+def test_feature_diversity_matches_its_formulas():
+    z = np.random.RandomState(0).randn(7, 5) * 0.3
+    S = _brute_force_similarity(z, 0.5)
+    t = torch.tensor(z, dtype=torch.float64)
+    np.testing.assert_allclose(feature_diversity(t, "direct", 0.5).item(), S.sum() - np.trace(S))
+    np.testing.assert_allclose(feature_diversity(t, "det", 0.5).item(), -np.linalg.det(S))
+    np.testing.assert_allclose(
+        feature_diversity(t, "logdet", 0.5).item(),
+        -np.linalg.slogdet(S + 1e-4 * np.eye(5))[1],
+        rtol=1e-6,
+    )
+    with pytest.raises(ValueError, match="diversity must be one of"):
+        feature_diversity(t, "max")
+
+
+@pytest.mark.parametrize("kind", ["direct", "det", "logdet"])
+def test_feature_diversity_is_differentiable_and_rewards_diverse_units(kind):
+    z = (torch.randn(16, 6) * 0.1).requires_grad_()
+    penalty = feature_diversity(z, kind)
+    penalty.backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+    alike = torch.ones(16, 6) * 0.2
+    diverse = torch.eye(16)[:, :6] * 3
+    assert feature_diversity(diverse, kind) < feature_diversity(alike, kind)
+
+
+@pytest.mark.parametrize("estimator", [ConvAEOneClass, MultiViewConvAEOneClass])
+def test_diversity_at_weight_zero_changes_nothing(views, estimator):
+    V_train, V_test, y_train, _ = views
+    X, T = V_train[y_train == 0], V_test
+    if estimator is ConvAEOneClass:
+        X, T = X[:, 0], T[:, 0]
+    off = estimator(**FAST).fit(X).score_samples(T)
+    zero = estimator(**FAST, diversity="logdet", diversity_weight=0.0).fit(X).score_samples(T)
+    on = estimator(**FAST, diversity="logdet", diversity_weight=1.0).fit(X).score_samples(T)
+    np.testing.assert_array_equal(off, zero)
+    assert not np.allclose(off, on)

@@ -6,6 +6,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import TransformerTags
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -255,6 +256,42 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         return (recon - mean[recon_stats]) / std[recon_stats] + (
             latent - mean[latent_stats]
         ) / std[latent_stats]
+
+    def score_map(self, X):
+        """Per-pixel reconstruction error: where an image looks anomalous.
+
+        For every pixel, the Euclidean norm over channels of ``x - x_hat``
+        (squared with ``norm="squared_l2"``), computed at the network's
+        resolution and resized (bilinear) to the resolution of ``X``. With
+        ``norm="l2"`` and no resizing, the root of the sum of a map's squares is
+        the sample's reconstruction error.
+
+        Parameters
+        ----------
+        X : array-like
+            Images in a layout accepted by ``fit``.
+
+        Returns
+        -------
+        maps : ndarray of shape (n_samples, H, W), dtype float32
+            ``(n_samples, V, H, W)`` for multi-view input. Higher = more
+            anomalous.
+        """
+        check_is_fitted(self)
+        images = self._validate_images(X, reset=False)
+        size, squared = tuple(self.image_shape_[-2:]), self.norm == "squared_l2"
+
+        def maps(module, xb):
+            x, x_hat, _ = module(xb)
+            err = (x - x_hat).pow(2).sum(dim=-3)
+            err = err if squared else err.sqrt()
+            if tuple(err.shape[-2:]) != size:
+                flat = err.reshape(-1, 1, *err.shape[-2:])
+                flat = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
+                err = flat.reshape(*err.shape[:-2], *size)
+            return err
+
+        return self._map_batches(images, maps, dtype=torch.float32)
 
     def encode(self, X):
         """Latent codes of the images.

@@ -273,10 +273,10 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
             return image_shape
         return image_shape[:-2] + (self.resolution, self.resolution)
 
-    def _map_batches(self, images, fn):
+    def _map_batches(self, images, fn, dtype=torch.float64):
         """Apply ``fn(module, batch_on_device)`` to every batch; concatenate on the CPU.
 
-        Runs the module in eval mode without gradients and returns float64.
+        Runs the module in eval mode without gradients; returns ``dtype``.
         """
         net = self.net_
         module = net.module_
@@ -290,7 +290,7 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
                     outputs.append(fn(module, Xb.to(net.device)).cpu())
         finally:
             module.train(was_training)
-        return torch.cat(outputs).double().numpy()
+        return torch.cat(outputs).to(dtype).numpy()
 
     def __setstate__(self, state):
         # skorch moves a CUDA-trained net to the CPU when CUDA is missing at load

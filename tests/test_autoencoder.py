@@ -332,3 +332,25 @@ def test_cuda_trained_model_loads_on_cpu(fitted, digits):
             loaded = pickle.loads(blob)
     assert loaded.device_ == "cpu"
     np.testing.assert_array_equal(loaded.score_samples(X_test), expected)
+
+
+def test_score_map_locates_the_damage(digits):
+    X_train, X_test, y_train, y_test = digits
+    model = ConvAEOneClass(**{**FAST, "max_epochs": 20, "beta": 0.0}).fit(X_train[y_train == 0])
+    clean = X_test[y_test == 0]
+    maps = model.score_map(clean)
+    assert maps.shape == (len(clean), 8, 8) and maps.dtype == np.float32
+    model.set_params(score_type="reconstruction")
+    np.testing.assert_allclose(
+        np.sqrt((maps.astype(np.float64) ** 2).sum(axis=(1, 2))), -model.score_samples(clean), rtol=1e-4
+    )
+    damaged = clean.copy()
+    damaged[:, :3, :3] = 1.0  # a bright blob in the top-left corner
+    excess = model.score_map(damaged) - maps
+    assert excess[:, :3, :3].mean() > 5 * excess[:, 4:, 4:].mean()
+
+
+def test_score_map_comes_back_at_the_input_resolution(digits):
+    X_train, X_test, y_train, _ = digits
+    model = ConvAEOneClass(**FAST, resolution=16).fit(X_train[y_train == 0])
+    assert model.score_map(X_test[:5]).shape == (5, 8, 8)

@@ -204,3 +204,9 @@ def test_diversity_at_weight_zero_changes_nothing(views, estimator):
     on = estimator(**FAST, diversity="logdet", diversity_weight=1.0).fit(X).score_samples(T)
     np.testing.assert_array_equal(off, zero)
     assert not np.allclose(off, on)
+
+
+def test_score_map_per_view(views):
+    V_train, V_test, y_train, _ = views
+    model = MultiViewConvAEOneClass(**FAST).fit(V_train[y_train == 0])
+    assert model.score_map(V_test[:4]).shape == (4, 2, 8, 8)

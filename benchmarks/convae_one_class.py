@@ -85,6 +85,14 @@ AE_CONFIGS = {
             "AE latent, normalize=image": "latent",
         },
     ),
+    "AE beta=1": (
+        {"beta": 1.0},
+        {
+            "AE beta=1 combined": "combined",
+            "AE beta=1 latent": "latent",
+            "AE beta=1 recon": "reconstruction",
+        },
+    ),
     "plain AE": (
         {"beta": 0.0, "score_type": "reconstruction"},
         {

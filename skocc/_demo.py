@@ -17,7 +17,12 @@ from .datasets import one_class_digits_split
 def demo_estimators(random_state=0):
     """The detectors the demo compares, by display name (unfitted)."""
     return {
-        "ConvAEOneClass": ConvAEOneClass(random_state=random_state, device="cpu"),
+        # beta=1 with the combined score was the best setting on digit splits 1
+        # and 2 (the demo scores split 0): on these 8 x 8 images the latent norm
+        # carries most of the signal.
+        "ConvAEOneClass": ConvAEOneClass(
+            beta=1.0, score_type="combined", random_state=random_state, device="cpu"
+        ),
         "OneClassSVM": OneClassSVM(),
         "IsolationForest": IsolationForest(random_state=random_state),
         "LOF(novelty)": LocalOutlierFactor(novelty=True),

@@ -23,19 +23,22 @@ normalize : {None, "image"}, default=None
     with uneven lighting or exposure; leave ``None`` when absolute intensity is
     informative (digits, X-ray-like images).
 data_format : {"auto", "channels_first", "channels_last"}, default="auto"
-    Where the channel axis of 4-D input is. ``"auto"`` reads ``(n, H, W, C)`` as
-    channels-last when the last axis has 1 to 4 entries and the second does not,
-    and ``(n, C, H, W)`` otherwise (see :func:`skocc.images.infer_channels_last`).
+    Where the channel axis of 4-D input (5-D with views) is. ``"auto"`` reads
+    ``(n, H, W, C)`` as channels-last when the last axis has 1 to 4 entries and
+    the channel candidate before the image does not, and ``(n, C, H, W)``
+    otherwise (see :func:`skocc.images.infer_channels_last`).
 image_shape : tuple of int or None, default=None
-    Shape of one sample, ``(H, W)`` or ``(C, H, W)``, used to read 2-D input
-    ``(n, n_features)`` as images. ``None`` reads 2-D input as one-row images
-    ``(n, 1, 1, n_features)``, so tabular data works too.""",
+    Shape of one sample, used to read 2-D input ``(n, n_features)`` as images:
+    ``(H, W)`` or ``(C, H, W)``, and ``(V, H, W)`` or ``(V, C, H, W)`` for
+    multi-view estimators. ``None`` reads 2-D input as one-row images
+    ``(n, 1, 1, n_features)``, so tabular data works too. Ignored for input
+    with more than two dimensions.""",
     "training_params": """
-max_epochs : int, default={max_epochs}
+max_epochs : int, default=50
     Passes over the training data.
-batch_size : int, default={batch_size}
+batch_size : int, default=64
     Images per training and scoring batch.
-lr : float, default={lr}
+lr : float, default=1e-3
     Learning rate of Adam.
 weight_decay : float, default=0.0
     L2 penalty of Adam.
@@ -45,8 +48,9 @@ device : str, default="auto"
     is ``device_``.
 random_state : int, RandomState instance or None, default=None
     Seeds the weights' initialisation and the order of the batches. The global
-    torch and NumPy random states are not touched. Same value, same scores on
-    the CPU.
+    torch random state is not touched; ``None`` draws the seeds from NumPy's
+    global random state, as scikit-learn's estimators do. Same int, same scores
+    on the CPU.
 verbose : int, default=0
     0 is silent; 1 prints a line per epoch (skorch's ``PrintLog``); 2 also shows
     a progress bar over the batches.
@@ -56,9 +60,12 @@ callbacks : list of skorch callbacks or None, default=None
     not changed.
 net_params : dict or None, default=None
     Further keyword arguments of :class:`skorch.NeuralNet`, for example
-    ``{"train_split": ValidSplit(0.1)}`` to monitor a validation loss, or
+    ``{"train_split": ValidSplit(0.1, random_state=0)}`` to monitor a
+    validation loss (seed it, or the split changes between fits), or
     ``{"optimizer": torch.optim.SGD}``. Training uses no validation split
-    unless one is given here.""",
+    unless one is given here. Settings that estimator parameters control
+    (``callbacks``, ``device``, ``batch_size``, ``max_epochs``, ``lr``,
+    ``verbose``, the module, loss and iterators) are refused with an error.""",
     "diversity_params": """
 diversity : {None, "direct", "det", "logdet"}, default=None
     Feature-diversity regulariser (WLD-Reg) over the units of the latent
@@ -88,11 +95,13 @@ offset_ : float
 device_ : str
     Device the network lives on.
 image_shape_ : tuple of int
-    ``(C, H, W)`` of the images given to ``fit``, after reading their layout.
+    ``(C, H, W)`` (``(V, C, H, W)`` with views) of the samples given to ``fit``,
+    after reading their layout.
 input_shape_ : tuple of int
-    ``(C, H, W)`` of the network's input, after resizing to ``resolution``.
+    The same after resizing to ``resolution``: what the network sees.
 n_features_in_ : int
-    Number of values per sample seen in ``fit`` (``C * H * W``).
+    Number of values per sample seen in ``fit`` (the product of
+    ``image_shape_``).
 feature_names_in_ : ndarray of shape (`n_features_in_`,)
     Column names, when ``fit`` was given a DataFrame with string column names.
 n_epochs_ : int
@@ -100,12 +109,8 @@ n_epochs_ : int
 }
 
 
-def fill_doc(obj, **defaults):
-    """Replace ``{{name}}`` placeholder lines in ``obj.__doc__`` with shared text.
-
-    ``defaults`` fill ``{key}`` fields inside the shared text (default values
-    that differ between estimators).
-    """
+def fill_doc(obj):
+    """Replace ``{{name}}`` placeholder lines in ``obj.__doc__`` with shared text."""
     doc = obj.__doc__
     if doc is None:  # python -OO
         return obj
@@ -113,8 +118,6 @@ def fill_doc(obj, **defaults):
     def _sub(match):
         indent, name = match.group(1), match.group(2)
         text = _SHARED[name].strip("\n")
-        for key, value in defaults.items():
-            text = text.replace("{" + key + "}", str(value))
         return "\n".join(indent + line if line else line for line in text.split("\n"))
 
     obj.__doc__ = re.sub(r"^([ \t]*)\{\{(\w+)\}\}$", _sub, doc, flags=re.MULTILINE)

@@ -237,7 +237,8 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
 
     def _score_terms(self, images):
         """(n, k) float64; columns 0 and 1 are the reconstruction error and ``||z||``."""
-        norm, terms_from_output = self.norm, self._terms_from_output
+        # The norm the net was trained with, even if set_params changed it since.
+        norm, terms_from_output = self.net_.criterion_.norm, self._terms_from_output
 
         def terms(module, xb):
             return terms_from_output(*module(xb), norm)
@@ -288,7 +289,8 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         """
         check_is_fitted(self)
         images = self._validate_images(X, reset=False)
-        size, squared = tuple(self.image_shape_[-2:]), self.norm == "squared_l2"
+        size = tuple(self.image_shape_[-2:])
+        squared = self.net_.criterion_.norm == "squared_l2"
 
         def maps(module, xb):
             x, x_hat, _ = module(xb)
@@ -316,9 +318,7 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         """
         check_is_fitted(self)
         images = self._validate_images(X, reset=False)
-        return self._map_batches(images, lambda module, xb: module.encode(xb)).astype(
-            np.float32
-        )
+        return self._map_batches(images, lambda module, xb: module.encode(xb), dtype=torch.float32)
 
     def transform(self, X):
         """Same as :meth:`encode`, so the encoder can be a step of a ``Pipeline``.
@@ -336,7 +336,8 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
 
     @property
     def _n_features_out(self):
-        return self.latent_dim
+        check_is_fitted(self)
+        return self.net_.module__latent_dim  # as fitted, whatever set_params did since
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -528,10 +529,11 @@ class MultiViewConvAEOneClass(ConvAEOneClass):
         Per view: ``-||z_v||`` for ``score_type="latent"``, ``-||x_v - x_hat_v||``
         for ``"reconstruction"``, and the sum of the two standardised with that
         view's training statistics for ``"combined"``. The view with the lowest
-        value made the sample look anomalous. With ``norm="squared_l2"`` the
-        latent and reconstruction contributions add up to the total score;
-        with ``"l2"`` they are the views' own norms
-        (``||z|| = sqrt(sum_v ||z_v||^2)``).
+        value made the sample look anomalous. The reconstruction contributions
+        add up to the total score; the latent ones do with
+        ``norm="squared_l2"``, while with ``"l2"`` they are the views' own norms
+        (``||z|| = sqrt(sum_v ||z_v||^2)``); the combined ones are standardised
+        per view and do not add up.
 
         Parameters
         ----------
@@ -550,4 +552,5 @@ class MultiViewConvAEOneClass(ConvAEOneClass):
 
     @property
     def _n_features_out(self):
-        return self.latent_dim * self.n_views_
+        check_is_fitted(self)
+        return self.net_.module__latent_dim * self.n_views_

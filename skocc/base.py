@@ -88,6 +88,17 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
     }
 
     # ------------------------------------------------------------------ fit
+    # skorch settings that the estimator's own parameters control.
+    _RESERVED_NET_PARAMS = {
+        "callbacks": "callbacks",
+        "device": "device",
+        "batch_size": "batch_size",
+        "max_epochs": "max_epochs",
+        "lr": "lr",
+        "verbose": "verbose",
+        "optimizer__weight_decay": "weight_decay",
+    }
+
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Train on normal images.
@@ -104,6 +115,20 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
         self : object
             The fitted estimator.
         """
+        # A failed fit must not leave a half-fitted model (or an old net beside new shapes).
+        self._clear_fitted()
+        try:
+            return self._fit(X)
+        except BaseException:
+            self._clear_fitted()
+            raise
+
+    def _clear_fitted(self):
+        for name in [a for a in vars(self) if a.endswith("_") and not a.startswith("__")]:
+            delattr(self, name)
+
+    def _fit(self, X):
+        self._check_net_params()
         images = self._validate_images(X, reset=True)
         self.device_ = resolve_device(self.device)
         rng = check_random_state(self.random_state)
@@ -121,6 +146,19 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
         self.n_epochs_ = sum(1 for row in net.history if "train_loss" in row)
         self._fit_threshold(images)
         return self
+
+    def _check_net_params(self):
+        for key in self.net_params or {}:
+            if key in self._RESERVED_NET_PARAMS:
+                raise ValueError(
+                    f"net_params may not set {key!r}: use the estimator parameter "
+                    f"{self._RESERVED_NET_PARAMS[key]!r} instead."
+                )
+            if key.split("__")[0] in ("module", "criterion", "net_class", "iterator_train", "iterator_valid"):
+                raise ValueError(
+                    f"net_params may not set {key!r}: the estimator builds the network, its loss "
+                    "and its batch iterator from its own parameters."
+                )
 
     def _make_net(self, order_seed):
         """The private skorch net, not yet initialised."""
@@ -160,7 +198,7 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
                 f"epoch(s) and {batches} batch(es) of the next. The model is usable and "
                 "keeps the weights reached so far.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
 
     def _fit_threshold(self, images):
@@ -191,7 +229,17 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         images = self._validate_images(X, reset=False)
-        return -self._anomaly_scores_from_terms(self._score_terms(images))
+        scores = -self._anomaly_scores_from_terms(self._score_terms(images))
+        bad = ~np.isfinite(scores)
+        if bad.any():
+            warnings.warn(
+                f"{int(bad.sum())} of {len(scores)} scores are not finite (the network "
+                "overflowed, e.g. on input values far outside the training range); predict "
+                "labels them -1.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return scores
 
     def anomaly_score(self, X):
         """Anomaly score of every sample: higher means more anomalous.
@@ -237,7 +285,7 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
         """
         decision = self.decision_function(X)
         labels = np.ones(decision.shape[0], dtype=int)
-        labels[decision < 0] = -1
+        labels[~(decision >= 0)] = -1  # NaN scores are anomalies, not inliers
         return labels
 
     # ------------------------------------------------------------ helpers
@@ -258,13 +306,17 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
             self.n_features_in_ = n_features
             self.input_shape_ = self._network_input_shape(shape)
         elif shape != self.image_shape_:
-            raise ValueError(
-                f"X has {n_features} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input: it was fitted on samples of "
-                f"shape {self._sample_layout} = {self.image_shape_} and got samples of "
-                f"shape {shape} "
-                f"(after reading the layout of an input of shape {np.shape(X)})."
+            fitted_on = (
+                f"it was fitted on samples of shape {self._sample_layout} = "
+                f"{self.image_shape_} and got samples of shape {shape} (after reading the "
+                f"layout of an input of shape {np.shape(X)})."
             )
+            if n_features != self.n_features_in_:
+                raise ValueError(
+                    f"X has {n_features} features, but {type(self).__name__} is expecting "
+                    f"{self.n_features_in_} features as input: {fitted_on}"
+                )
+            raise ValueError(f"X has samples of another shape than in fit: {fitted_on}")
         return images
 
     def _network_input_shape(self, image_shape):

@@ -39,13 +39,20 @@ def infer_channels_last(shape: tuple[int, ...]) -> bool:
 
 def _as_array(X):
     """Torch tensors and pandas objects become NumPy arrays (no copy where possible)."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        torch = None
-    if torch is not None and isinstance(X, torch.Tensor):
+    import torch
+
+    if isinstance(X, torch.Tensor):
         return X.detach().cpu().numpy()
     return X
+
+
+def _is_uint8(X):
+    """uint8 arrays, and DataFrames whose every column is uint8, are pixel data."""
+    dtype = getattr(X, "dtype", None)
+    if dtype is not None:
+        return np.dtype(dtype) == np.uint8
+    dtypes = getattr(X, "dtypes", None)  # pandas DataFrame
+    return dtypes is not None and len(dtypes) > 0 and all(d == np.uint8 for d in dtypes)
 
 
 def _normalise_image_shape(image_shape, n_view_axes):
@@ -126,8 +133,7 @@ def check_images(
     if data_format not in DATA_FORMATS:
         raise ValueError(f"data_format must be one of {DATA_FORMATS}; got {data_format!r}.")
     X = _as_array(X)
-    dtype = getattr(X, "dtype", None)
-    keep_uint8 = dtype is not None and np.dtype(dtype) == np.uint8
+    keep_uint8 = _is_uint8(X)
     X = check_array(
         X,
         accept_sparse=False,
@@ -138,6 +144,9 @@ def check_images(
         input_name=input_name,
         estimator=estimator_name,
     )
+    if any(stride < 0 for stride in X.strides):
+        # Flipped views (np.flip, [::-1]) have negative strides, which torch cannot wrap.
+        X = X.copy()
     n = X.shape[0]
     nd = X.ndim - n_view_axes  # dimensions of one view, sample axis included
     views = X.shape[1 : 1 + n_view_axes]
@@ -166,7 +175,7 @@ def check_images(
         layouts = "(n, n_features), (n, H, W), (n, C, H, W) or (n, H, W, C)"
     raise ValueError(
         f"Expected {input_name} with one of the layouts {layouts}; got an array of "
-        f"shape {X.shape}" + (f" with {views} views" if views else "") + "."
+        f"shape {X.shape}" + (f" with {views} views" if views and nd >= 3 else "") + "."
     )
 
 

@@ -89,8 +89,10 @@ def feature_diversity(
     Following the description of Laakom et al. (AAAI 2023), unit ``n``'s
     activations over the batch form a vector ``phi_n`` (column ``n`` of
     ``features``, shape ``(batch, units)``); the similarity of two units is
-    ``s_nm = exp(-gamma * ||phi_n - phi_m||^2)`` and ``S = [s_nm]``. Minimising
-    the penalty makes units less alike:
+    ``s_nm = exp(-gamma * ||phi_n - phi_m||^2 / batch)`` and ``S = [s_nm]``.
+    Dividing by the batch size (the paper's formula has no such factor) keeps
+    ``gamma`` meaning the same for every ``batch_size`` and for a smaller last
+    batch. Minimising the penalty makes units less alike:
 
     - ``"direct"``: ``sum_{n != m} s_nm``;
     - ``"det"``: ``-det(S)``;
@@ -100,8 +102,12 @@ def feature_diversity(
     prefer ``"logdet"`` or ``"direct"`` for wide layers.
     """
     phi = features.flatten(1).t()  # (units, batch)
-    sq_dist = torch.cdist(phi, phi).pow(2)
-    similarity = torch.exp(-gamma * sq_dist)
+    gram = phi @ phi.t()
+    sq_norms = gram.diagonal()
+    # Exact zeros on the diagonal; clamp the rounding error of the expansion.
+    off_diagonal = 1.0 - torch.eye(len(phi), dtype=phi.dtype, device=phi.device)
+    sq_dist = (sq_norms[:, None] + sq_norms[None, :] - 2 * gram).clamp_min(0) * off_diagonal
+    similarity = torch.exp(-gamma * sq_dist / phi.shape[1])
     if kind == "direct":
         return similarity.sum() - similarity.diagonal().sum()
     if kind == "det":

@@ -214,6 +214,62 @@ def test_unfitted_model_raises():
 
     with pytest.raises(NotFittedError):
         ConvAEOneClass().score_samples(np.zeros((2, 8, 8)))
+    with pytest.raises(NotFittedError):
+        ConvAEOneClass().get_feature_names_out()
+
+
+def test_failed_fit_leaves_no_half_fitted_model(fitted):
+    from sklearn.exceptions import NotFittedError
+
+    model = ConvAEOneClass(**{**FAST, "channels": ()})
+    with pytest.raises(ValueError, match="channels"):
+        model.fit(np.zeros((10, 5, 5)))
+    with pytest.raises(NotFittedError):
+        model.score_samples(np.zeros((2, 5, 5)))
+    refit = pickle.loads(pickle.dumps(fitted))  # a fitted model whose refit fails
+    refit.set_params(channels=())
+    with pytest.raises(ValueError, match="channels"):
+        refit.fit(np.zeros((10, 5, 5)))
+    with pytest.raises(NotFittedError):
+        refit.predict(np.zeros((2, 8, 8)))
+
+
+def test_non_finite_scores_are_anomalies(fitted):
+    X = np.full((2, 8, 8), 3e38, dtype=np.float32)
+    with pytest.warns(RuntimeWarning, match="not finite"):
+        scores = fitted.score_samples(X)
+    assert not np.isfinite(scores).any()
+    with pytest.warns(RuntimeWarning, match="not finite"):
+        assert fitted.predict(X).tolist() == [-1, -1]
+
+
+def test_set_params_after_fit_does_not_change_what_was_fitted(fitted, digits):
+    _, X_test, _, _ = digits
+    model = pickle.loads(pickle.dumps(fitted))
+    before = model.score_samples(X_test)
+    model.set_params(norm="squared_l2", latent_dim=7)
+    np.testing.assert_array_equal(model.score_samples(X_test), before)
+    assert len(model.get_feature_names_out()) == model.transform(X_test[:2]).shape[1] == 4
+
+
+@pytest.mark.parametrize(
+    "net_params, match",
+    [
+        ({"callbacks": []}, "use the estimator parameter 'callbacks'"),
+        ({"device": "cpu"}, "use the estimator parameter 'device'"),
+        ({"max_epochs": 3}, "'max_epochs'"),
+        ({"module__latent_dim": 3}, "builds the network"),
+        ({"iterator_train__num_workers": 2}, "builds the network"),
+    ],
+)
+def test_net_params_cannot_override_estimator_parameters(net_params, match):
+    with pytest.raises(ValueError, match=match):
+        ConvAEOneClass(**FAST, net_params=net_params).fit(np.zeros((10, 8, 8)))
+
+
+def test_other_shape_with_the_same_feature_count(fitted):
+    with pytest.raises(ValueError, match=r"another shape than in fit.*\(1, 4, 16\)"):
+        fitted.score_samples(np.zeros((2, 1, 4, 16)))
 
 
 def test_non_finite_loss_stops_with_advice():

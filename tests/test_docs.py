@@ -32,6 +32,7 @@ def test_documented_parameters_match_the_signature(estimator):
 @pytest.mark.parametrize("estimator", PUBLIC_ESTIMATORS, ids=lambda e: e.__name__)
 def test_no_placeholder_left_in_docstrings(estimator):
     assert "{{" not in estimator.__doc__
+    assert not re.search(r"default=\{\w+\}", estimator.__doc__)
 
 
 def test_readme_usage_example_runs():

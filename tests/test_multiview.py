@@ -71,11 +71,22 @@ def test_per_view_scores_point_at_the_damaged_view(views, share_weights):
         assert len(model.net_.module_.autoencoders) == 2
 
 
-def test_squared_norm_per_view_latent_adds_up(views):
+def test_per_view_contributions_add_up_where_documented(views):
     V_train, V_test, y_train, _ = views
-    model = MultiViewConvAEOneClass(**FAST, norm="squared_l2").fit(V_train[y_train == 3])
+    squared = MultiViewConvAEOneClass(**FAST, norm="squared_l2", score_type="latent")
+    squared.fit(V_train[y_train == 3])
     np.testing.assert_allclose(
-        model.score_samples_per_view(V_test).sum(axis=1), model.score_samples(V_test), rtol=1e-5
+        squared.score_samples_per_view(V_test).sum(axis=1), squared.score_samples(V_test), rtol=1e-5
+    )
+    plain = MultiViewConvAEOneClass(**FAST, score_type="latent").fit(V_train[y_train == 3])
+    per_view = plain.score_samples_per_view(V_test)
+    assert not np.allclose(per_view.sum(axis=1), plain.score_samples(V_test), rtol=1e-3)
+    np.testing.assert_allclose(
+        -np.sqrt((per_view**2).sum(axis=1)), plain.score_samples(V_test), rtol=1e-5
+    )
+    plain.set_params(score_type="reconstruction")
+    np.testing.assert_allclose(
+        plain.score_samples_per_view(V_test).sum(axis=1), plain.score_samples(V_test), rtol=1e-5
     )
 
 
@@ -135,6 +146,17 @@ def test_grid_search_pickle_and_resolution(views):
 
 
 # ---------------------------------------------------------------- stack_views
+def test_flipped_views_are_accepted(views):
+    V_train, V_test, y_train, _ = views
+    X = V_train[y_train == 0]
+    flipped = np.flip(X, axis=-1)  # negative strides
+    model = MultiViewConvAEOneClass(**FAST).fit(flipped)
+    np.testing.assert_array_equal(
+        model.score_samples(np.flip(V_test, axis=-1)),
+        model.score_samples(np.ascontiguousarray(np.flip(V_test, axis=-1))),
+    )
+
+
 def test_stack_views_shapes_and_resizing():
     a = np.random.RandomState(0).randint(0, 255, (5, 16, 16)).astype(np.uint8)
     b = np.random.RandomState(1).randint(0, 255, (5, 32, 32)).astype(np.uint8)
@@ -163,23 +185,24 @@ def test_stack_views_bad_input(arrays, kwargs, match):
 
 # ---------------------------------------------------------------- diversity
 def _brute_force_similarity(z, gamma):
-    d = z.shape[1]
+    batch, d = z.shape
     S = np.empty((d, d))
     for n in range(d):
         for m in range(d):
-            S[n, m] = np.exp(-gamma * np.sum((z[:, n] - z[:, m]) ** 2))
+            S[n, m] = np.exp(-gamma * np.sum((z[:, n] - z[:, m]) ** 2) / batch)
     return S
 
 
-def test_feature_diversity_matches_its_formulas():
-    z = np.random.RandomState(0).randn(7, 5) * 0.3
+@pytest.mark.parametrize("units", [5, 40])  # above 25 units torch's cdist changes method
+def test_feature_diversity_matches_its_formulas(units):
+    z = np.random.RandomState(0).randn(7, units) * 0.3
     S = _brute_force_similarity(z, 0.5)
     t = torch.tensor(z, dtype=torch.float64)
     np.testing.assert_allclose(feature_diversity(t, "direct", 0.5).item(), S.sum() - np.trace(S))
     np.testing.assert_allclose(feature_diversity(t, "det", 0.5).item(), -np.linalg.det(S))
     np.testing.assert_allclose(
         feature_diversity(t, "logdet", 0.5).item(),
-        -np.linalg.slogdet(S + 1e-4 * np.eye(5))[1],
+        -np.linalg.slogdet(S + 1e-4 * np.eye(units))[1],
         rtol=1e-6,
     )
     with pytest.raises(ValueError, match="diversity must be one of"):

@@ -144,6 +144,7 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         score_type="combined",
         lipschitz_decoder=True,
         contamination=0.05,
+        inlier_label=None,
         resolution=None,
         normalize=None,
         data_format="auto",
@@ -165,6 +166,7 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         self.score_type = score_type
         self.lipschitz_decoder = lipschitz_decoder
         self.contamination = contamination
+        self.inlier_label = inlier_label
         self.resolution = resolution
         self.normalize = normalize
         self.data_format = data_format

@@ -11,7 +11,12 @@ import torch
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import _check_feature_names, check_is_fitted
+from sklearn.utils.validation import (
+    _check_feature_names,
+    check_consistent_length,
+    check_is_fitted,
+    column_or_1d,
+)
 from skorch.callbacks import ProgressBar
 
 from ._engine import StopOnNonFiniteLoss, TensorBatchIterator
@@ -70,6 +75,8 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         "contamination": [Interval(Real, 0, 0.5, closed="right")],
+        # Labels may be ints (+1), strings ("good") or bools; Real covers bool.
+        "inlier_label": [Real, str, None],
         "resolution": [Interval(Integral, 1, None, closed="left"), None],
         "normalize": [StrOptions({"image"}), None],
         "data_format": [StrOptions(set(DATA_FORMATS))],
@@ -94,8 +101,11 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
         ----------
         X : array-like
             Training images; see the class docstring for accepted layouts.
-        y : Ignored
-            Not used, present for API consistency by convention.
+        y : array-like of shape (n_samples,) or None, default=None
+            Ignored when ``inlier_label`` is None (scikit-learn's convention for
+            outlier detectors). Otherwise only the images with
+            ``y == inlier_label`` are trained on, so that ``GridSearchCV``'s
+            refit on labelled validation data trains on normal images only.
 
         Returns
         -------
@@ -103,6 +113,7 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
             The fitted estimator.
         """
         images = self._validate_images(X, reset=True)
+        images = self._select_inliers(images, y)
         self.device_ = resolve_device(self.device)
         rng = check_random_state(self.random_state)
         init_seed, order_seed = (int(s) for s in rng.randint(np.iinfo(np.int32).max, size=2))
@@ -119,6 +130,30 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
         self.n_epochs_ = sum(1 for row in net.history if "train_loss" in row)
         self._fit_threshold(images)
         return self
+
+    def _select_inliers(self, images, y):
+        """The images labelled ``inlier_label``; all of them when it is None."""
+        if self.inlier_label is None:
+            return images
+        name = type(self).__name__
+        if y is None:
+            raise ValueError(
+                f"{name}(inlier_label={self.inlier_label!r}) trains only on the samples "
+                "whose label y equals inlier_label, but fit was called without y. Pass "
+                "y, or set inlier_label=None to train on every sample."
+            )
+        y = column_or_1d(y)
+        check_consistent_length(images, y)
+        mask = y == self.inlier_label
+        if not np.any(mask):
+            labels = np.unique(y)
+            shown = ", ".join(repr(v) for v in labels[:10].tolist())
+            more = f" and {labels.size - 10} more" if labels.size > 10 else ""
+            raise ValueError(
+                f"No sample has y == inlier_label={self.inlier_label!r}, so {name} has "
+                f"nothing to train on; y holds the labels {shown}{more}."
+            )
+        return images[mask]
 
     def _make_net(self, order_seed):
         """The private skorch net, not yet initialised."""

@@ -1,6 +1,7 @@
 """Documentation stays true: documented parameters, the README's code and command."""
 
 import inspect
+import os
 import re
 import subprocess
 import sys
@@ -63,6 +64,11 @@ def test_sphinx_docs_build_without_warnings(tmp_path):
 
 
 @pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.py")), ids=lambda p: p.name)
-def test_examples_run(example):
-    result = subprocess.run([sys.executable, str(example)], capture_output=True, text=True)
+def test_examples_run(example, tmp_path):
+    # This checkout's skocc, not whichever one is installed; files the example
+    # writes (figures) land in tmp_path.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
     assert result.returncode == 0, result.stderr[-3000:]

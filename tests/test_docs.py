@@ -66,8 +66,11 @@ def test_sphinx_docs_build_without_warnings(tmp_path):
 @pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.py")), ids=lambda p: p.name)
 def test_examples_run(example, tmp_path):
     # This checkout's skocc, not whichever one is installed; files the example
-    # writes (figures) land in tmp_path.
+    # writes (figures) land in tmp_path; one torch thread, as conftest.py sets
+    # in-process (on a busy 2-core machine the quick start took 74 s with two
+    # threads, 8 s with one).
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.setdefault("OMP_NUM_THREADS", "1")
     result = subprocess.run(
         [sys.executable, str(example)], capture_output=True, text=True, cwd=tmp_path, env=env
     )

@@ -1,7 +1,9 @@
 """skocc: scikit-learn compatible deep one-class classifiers for images."""
 
-from .autoencoder import ConvAEOneClass
-
+# Defined first: the modules imported below read it.
 __version__ = "0.1.0.dev0"
 
-__all__ = ["ConvAEOneClass", "__version__"]
+from ._persistence import load, save  # noqa: E402
+from .autoencoder import ConvAEOneClass  # noqa: E402
+
+__all__ = ["ConvAEOneClass", "load", "save", "__version__"]

@@ -134,6 +134,11 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         "lipschitz_decoder": ["boolean"],
     }
 
+    _persisted_attributes = BaseDeepOneClass._persisted_attributes + (
+        "score_mean_",
+        "score_std_",
+    )
+
     def __init__(
         self,
         *,

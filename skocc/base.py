@@ -44,6 +44,22 @@ def resolve_device(device):
     return device
 
 
+# Every concrete skocc estimator, by class name. Filled by
+# BaseDeepOneClass.__init_subclass__, read by skocc.load and the command line:
+# they instantiate only classes listed here, never a name taken from a file.
+_REGISTRY: dict = {}
+
+
+def registered_estimators():
+    """skocc's own estimator classes, by name (a copy).
+
+    Every concrete subclass of :class:`BaseDeepOneClass` defined inside the
+    ``skocc`` package is listed; classes defined elsewhere are not, so neither
+    :func:`skocc.load` nor the command line can be made to build them.
+    """
+    return dict(_REGISTRY)
+
+
 def _as_tensor(images):
     """A tensor view of ``images``; read-only arrays are shared, never written to."""
     with warnings.catch_warnings():
@@ -67,11 +83,34 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
     - ``offset_``: the ``contamination`` quantile of the training scores.
 
     Subclasses implement ``_build_net_params`` (module and criterion) and
-    ``_anomaly_scores_from_terms``/``_score_terms``.
+    ``_anomaly_scores_from_terms``/``_score_terms``, and extend
+    ``_persisted_attributes`` with the fitted attributes they add, so that
+    :func:`skocc.save` stores them (it refuses to save an estimator with an
+    undeclared fitted attribute rather than write an incomplete file).
     """
 
     # Axes between the sample axis and the image axes (1 for multi-view input).
     _n_view_axes = 0
+
+    # Fitted attributes that skocc.save writes as JSON and skocc.load restores.
+    # net_ (weights and history) and device_ (chosen at load time) are handled
+    # apart. Optional ones are written only when present.
+    _persisted_attributes: tuple = (
+        "offset_",
+        "image_shape_",
+        "input_shape_",
+        "n_features_in_",
+        "n_epochs_",
+    )
+    _optional_persisted_attributes: tuple = ("feature_names_in_",)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        module = cls.__module__ or ""
+        if (module == "skocc" or module.startswith("skocc.")) and not (
+            cls.__name__.startswith("_") or cls.__name__.startswith("Base")
+        ):
+            _REGISTRY[cls.__name__] = cls
 
     _parameter_constraints: dict = {
         "contamination": [Interval(Real, 0, 0.5, closed="right")],
@@ -119,10 +158,7 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
         init_seed, order_seed = (int(s) for s in rng.randint(np.iinfo(np.int32).max, size=2))
 
         net = self._make_net(order_seed)
-        # Initialise inside a forked RNG so the user's global torch state is untouched.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(init_seed)
-            net.initialize()
+        self._initialize_net(net, init_seed)
         data = _as_tensor(images)
         net.partial_fit(data)
         self._warn_if_interrupted(net)
@@ -154,6 +190,17 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
                 f"nothing to train on; y holds the labels {shown}{more}."
             )
         return images[mask]
+
+    @staticmethod
+    def _initialize_net(net, seed):
+        """``net.initialize()`` with weights drawn from ``seed``.
+
+        Inside a forked RNG so the user's global torch state is untouched.
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net.initialize()
+        return net
 
     def _make_net(self, order_seed):
         """The private skorch net, not yet initialised."""

@@ -77,10 +77,11 @@ def _encode(value):
             raise _NotJSON(f"a dict with non-string keys ({list(value)!r})")
         return {"__dict__": {k: _encode(v) for k, v in value.items()}}
     if isinstance(value, np.ndarray):
+        shape = list(value.shape)
         if value.dtype.kind in "biuf":
-            return {"__ndarray__": value.tolist(), "dtype": value.dtype.str, "shape": list(value.shape)}
+            return {"__ndarray__": value.tolist(), "dtype": value.dtype.str, "shape": shape}
         if value.dtype == object and all(isinstance(v, str) for v in value.ravel()):
-            return {"__ndarray__": value.tolist(), "dtype": "object", "shape": list(value.shape)}
+            return {"__ndarray__": value.tolist(), "dtype": "object", "shape": shape}
     raise _NotJSON(f"{type(value).__module__}.{type(value).__qualname__} object {value!r}")
 
 
@@ -399,7 +400,8 @@ def load(path, *, device=None):
     except ValueError as exc:
         raise invalid(f"its fitted attributes are malformed: {exc}") from None
     missing = set(cls._persisted_attributes) - set(attributes)
-    unknown = set(attributes) - set(cls._persisted_attributes) - set(cls._optional_persisted_attributes)
+    declared = set(cls._persisted_attributes) | set(cls._optional_persisted_attributes)
+    unknown = set(attributes) - declared
     if missing or unknown:
         raise invalid(
             f"its fitted attributes do not match {name}'s (missing {sorted(missing)}, "

@@ -103,7 +103,8 @@ def _score(args):
         for row in zip(samples, scores.tolist(), decision.tolist(), prediction.tolist()):
             writer.writerow(row)
     if args.out != "-":
-        _log(f"wrote {len(X)} rows ({int(np.sum(prediction == -1))} predicted anomalies) to {args.out}")
+        n_anomalies = int(np.sum(prediction == -1))
+        _log(f"wrote {len(X)} rows ({n_anomalies} predicted anomalies) to {args.out}")
     return 0
 
 
@@ -156,7 +157,9 @@ def build_parser():
     fit.set_defaults(func=_fit)
 
     score = sub.add_parser("score", help="score samples with a saved model, to CSV")
-    score.add_argument("--model", required=True, help="model file written by skocc fit or skocc.save")
+    score.add_argument(
+        "--model", required=True, help="model file written by skocc fit or skocc.save"
+    )
     score.add_argument(
         "--data", required=True,
         help=data_help + "; folders are resized to the model's image size",

@@ -166,8 +166,8 @@ class OneClassKFold(_OneClassSplitter):
         Label of normal samples in ``y``.
     anomaly_label : int, float, str, bool or None, default=-1
         Label of anomalies in ``y``. ``None`` makes every label other than
-        ``inlier_label`` an anomaly. Any other label in ``y`` is an error (see
-        the module's notes on labels).
+        ``inlier_label`` an anomaly. Any other label in ``y`` is an error, so
+        that PyOD's 0/1 labels are not silently read as +1/-1.
     shuffle : bool, default=False
         Shuffle the normal samples and the anomalies before splitting.
     random_state : int, RandomState instance or None, default=None
@@ -177,6 +177,13 @@ class OneClassKFold(_OneClassSplitter):
     --------
     OneClassShuffleSplit : Random splits; every anomaly in every test set.
     AnomalyScorer : Scores with anomalies as the positive class.
+
+    Notes
+    -----
+    The splitter keeps anomalies out of the training folds only. After a
+    search, ``GridSearchCV`` refits on all the data it was given: set the
+    estimator's ``inlier_label`` (``ConvAEOneClass(inlier_label=1)``) so that
+    the refit trains on the normal samples only.
 
     Examples
     --------
@@ -196,7 +203,9 @@ class OneClassKFold(_OneClassSplitter):
         "random_state": ["random_state"],
     }
 
-    def __init__(self, n_splits=5, *, inlier_label=1, anomaly_label=-1, shuffle=False, random_state=None):
+    def __init__(
+        self, n_splits=5, *, inlier_label=1, anomaly_label=-1, shuffle=False, random_state=None
+    ):
         self.n_splits = n_splits
         self.inlier_label = inlier_label
         self.anomaly_label = anomaly_label
@@ -274,6 +283,11 @@ class OneClassShuffleSplit(_OneClassSplitter):
     --------
     OneClassKFold : Test folds that partition the data.
 
+    Notes
+    -----
+    As with :class:`OneClassKFold`, set the estimator's ``inlier_label`` so
+    that ``GridSearchCV``'s final refit trains on normal samples only.
+
     Examples
     --------
     >>> import numpy as np
@@ -294,7 +308,9 @@ class OneClassShuffleSplit(_OneClassSplitter):
         "random_state": ["random_state"],
     }
 
-    def __init__(self, n_splits=5, *, test_size=0.2, inlier_label=1, anomaly_label=-1, random_state=None):
+    def __init__(
+        self, n_splits=5, *, test_size=0.2, inlier_label=1, anomaly_label=-1, random_state=None
+    ):
         self.n_splits = n_splits
         self.test_size = test_size
         self.inlier_label = inlier_label
@@ -334,7 +350,8 @@ class OneClassShuffleSplit(_OneClassSplitter):
         rng = check_random_state(self.random_state)
         for _ in range(self.n_splits):
             order = rng.permutation(n)
-            yield np.sort(inliers[order[n_test:]]), np.sort(np.r_[inliers[order[:n_test]], anomalies])
+            train, held_out = inliers[order[n_test:]], inliers[order[:n_test]]
+            yield np.sort(train), np.sort(np.r_[held_out, anomalies])
 
 
 # ----------------------------------------------------------------- scoring
@@ -432,15 +449,15 @@ class AnomalyScorer:
     1.0
     """
 
-    def __init__(self, metric="roc_auc", *, inlier_label=1, anomaly_label=-1):
-        self.metric = metric
-        self.inlier_label = inlier_label
-        self.anomaly_label = anomaly_label
-
     _parameter_constraints: dict = {
         "metric": [StrOptions(set(_METRICS))],
         **_LABEL_CONSTRAINTS,
     }
+
+    def __init__(self, metric="roc_auc", *, inlier_label=1, anomaly_label=-1):
+        self.metric = metric
+        self.inlier_label = inlier_label
+        self.anomaly_label = anomaly_label
 
     def __call__(self, estimator, X, y):
         """Score ``estimator`` on ``X`` against the labels ``y``.

@@ -110,6 +110,6 @@ def score_in_chunks(estimator, X, *, chunk_size=1024, method="score_samples", n_
     n = _num_samples(X)
     if n == 0:
         raise ValueError("score_in_chunks needs at least one sample; X has none.")
-    chunks = (_take(X, slice(start, min(start + chunk_size, n))) for start in range(0, n, chunk_size))
+    chunks = (_take(X, slice(start, start + chunk_size)) for start in range(0, n, chunk_size))
     results = Parallel(n_jobs=n_jobs)(delayed(_apply)(estimator, method, chunk) for chunk in chunks)
     return np.concatenate(results, axis=0)

@@ -422,6 +422,7 @@ def load(path, *, device=None):
         net.module_.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, ValueError) as exc:
         raise invalid(f"its weights and parameters do not fit together: {exc}") from None
+    net.module_.eval()  # as fit leaves it, so concurrent scoring is safe
     net.history = History(history)
     estimator.net_ = net
     return estimator

@@ -161,6 +161,11 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
         self._initialize_net(net, init_seed)
         data = _as_tensor(images)
         net.partial_fit(data)
+        # A fitted module stays in eval mode: scoring then never switches the
+        # mode of a module that other threads may be scoring with at the same
+        # time (train mode would run the decoder's power iteration, changing
+        # both their scores and the weights' normalisation).
+        net.module_.eval()
         self._warn_if_interrupted(net)
         self.net_ = net
         self.n_epochs_ = sum(1 for row in net.history if "train_loss" in row)

@@ -134,3 +134,25 @@ def test_score_in_chunks_on_dask_matches_local(dask_client, fitted, digits):
     # The model sent to every worker once, not with every chunk.
     with parallel_config(backend="dask", scatter=[fitted]):
         np.testing.assert_array_equal(score_in_chunks(fitted, X, chunk_size=256), expected)
+
+
+def test_concurrent_scoring_of_one_model_is_safe(digits):
+    """Threads scoring one fitted model must not flip its module into train mode.
+
+    Train mode runs the decoder's power iteration, which changed both the scores
+    and the stored normalisation vectors when two threads raced (seen as a flaky
+    threading-backend test before fitted modules were left in eval mode).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    X_train, X_test, y_train, _ = digits
+    model = ConvAEOneClass(**FAST).fit(X_train[y_train == 0])
+    assert not model.net_.module_.training
+    buffers = {k: v.clone() for k, v in model.net_.module_.state_dict().items()}
+    expected = model.score_samples(X_test)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: model.score_samples(X_test), range(16)))
+    for scores in results:
+        np.testing.assert_array_equal(scores, expected)
+    for key, value in model.net_.module_.state_dict().items():
+        assert torch.equal(value, buffers[key]), key

@@ -153,8 +153,9 @@ def save(estimator, path):
     - ``callbacks`` act only while training: a non-empty list is dropped with
       a warning and the loaded estimator has ``callbacks=None``;
     - ``net_params`` entries for ``optimizer``, ``train_split``,
-      ``iterator_train`` and ``callbacks`` (and their ``__`` sub-keys) holding
-      Python objects are dropped with a warning, for the same reason;
+      ``iterator_train`` and ``callbacks`` holding Python objects are dropped
+      with a warning, for the same reason, together with their ``__``
+      arguments (``optimizer__momentum`` goes with ``optimizer``);
     - any other parameter holding a Python object (a ``net_params`` entry that
       shapes the module or the scoring, a ``RandomState`` instance as
       ``random_state``) makes ``save`` raise a ``TypeError`` naming it: set it
@@ -262,16 +263,26 @@ def _params_to_json(estimator):
 
 
 def _net_params_to_json_safe(net_params):
-    kept, dropped = {}, []
-    for key, value in net_params.items():
+    def base(key):
+        return key.split("__", 1)[0]
+
+    def storable(value):
         try:
             _encode(value)
         except _NotJSON:
-            base = key.split("__", 1)[0]
-            if base in _TRAINING_ONLY_NET_PARAMS:
-                dropped.append(key)
-                continue
-        kept[key] = value
+            return False
+        return True
+
+    # A training-only group (``optimizer`` and its ``optimizer__*`` arguments)
+    # is dropped whole when any of it is an object: keeping SGD's momentum
+    # without SGD would make the rebuilt net fail to initialise.
+    groups = {
+        base(key)
+        for key, value in net_params.items()
+        if base(key) in _TRAINING_ONLY_NET_PARAMS and not storable(value)
+    }
+    dropped = [key for key in net_params if base(key) in groups]
+    kept = {key: value for key, value in net_params.items() if base(key) not in groups}
     if dropped:
         warnings.warn(
             f"skocc.save drops the training-only net_params entries {dropped}: they hold "

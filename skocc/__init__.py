@@ -1,8 +1,10 @@
 """skocc: scikit-learn compatible deep one-class classifiers for images."""
 
-from .autoencoder import ConvAEOneClass, MultiViewConvAEOneClass
-from .images import stack_views
-
+# Defined first: the modules imported below read it.
 __version__ = "0.1.0.dev0"
 
-__all__ = ["ConvAEOneClass", "MultiViewConvAEOneClass", "stack_views", "__version__"]
+from ._persistence import load, save  # noqa: E402
+from .autoencoder import ConvAEOneClass, MultiViewConvAEOneClass  # noqa: E402
+from .images import stack_views  # noqa: E402
+
+__all__ = ["ConvAEOneClass", "MultiViewConvAEOneClass", "load", "save", "stack_views", "__version__"]

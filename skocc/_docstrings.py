@@ -84,7 +84,15 @@ diversity_gamma : float, default=1.0
 contamination : float, default=0.05
     Expected proportion of anomalies in the training data, in (0, 0.5]. Sets
     ``offset_`` so that this fraction of training samples is predicted -1
-    (0.05: the 95th percentile of training anomaly scores is the threshold).""",
+    (0.05: the 95th percentile of training anomaly scores is the threshold).
+inlier_label : int, float, str, bool or None, default=None
+    ``None``: ``fit`` ignores ``y``, as scikit-learn's outlier detectors do.
+    Otherwise ``fit(X, y)`` trains only on the samples with
+    ``y == inlier_label`` (and needs ``y``). Set it, for example to ``1``, when
+    searching with :class:`~sklearn.model_selection.GridSearchCV` on labelled
+    validation data: the CV splitters of :mod:`skocc.model_selection` keep
+    anomalies out of the training folds, and this keeps them out of the final
+    refit on all the data.""",
     "fitted_attributes": """
 net_ : skocc._engine.OneClassNet
     The fitted skorch net; ``net_.module_`` is the PyTorch module and

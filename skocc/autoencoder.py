@@ -154,6 +154,11 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         "diversity_gamma": [Interval(Real, 0, None, closed="neither")],
     }
 
+    _persisted_attributes = BaseDeepOneClass._persisted_attributes + (
+        "score_mean_",
+        "score_std_",
+    )
+
     def __init__(
         self,
         *,
@@ -167,6 +172,7 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         diversity_weight=0.1,
         diversity_gamma=1.0,
         contamination=0.05,
+        inlier_label=None,
         resolution=None,
         normalize=None,
         data_format="auto",
@@ -191,6 +197,7 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         self.diversity_weight = diversity_weight
         self.diversity_gamma = diversity_gamma
         self.contamination = contamination
+        self.inlier_label = inlier_label
         self.resolution = resolution
         self.normalize = normalize
         self.data_format = data_format
@@ -444,6 +451,7 @@ class MultiViewConvAEOneClass(ConvAEOneClass):
 
     _n_view_axes = 1
     _sample_layout = "(V, C, H, W)"
+    _persisted_attributes = ConvAEOneClass._persisted_attributes + ("n_views_",)
 
     _parameter_constraints: dict = {
         **ConvAEOneClass._parameter_constraints,
@@ -464,6 +472,7 @@ class MultiViewConvAEOneClass(ConvAEOneClass):
         diversity_weight=0.1,
         diversity_gamma=1.0,
         contamination=0.05,
+        inlier_label=None,
         resolution=None,
         normalize=None,
         data_format="auto",
@@ -489,6 +498,7 @@ class MultiViewConvAEOneClass(ConvAEOneClass):
             diversity_weight=diversity_weight,
             diversity_gamma=diversity_gamma,
             contamination=contamination,
+            inlier_label=inlier_label,
             resolution=resolution,
             normalize=normalize,
             data_format=data_format,

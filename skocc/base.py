@@ -11,7 +11,12 @@ import torch
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import _check_feature_names, check_is_fitted
+from sklearn.utils.validation import (
+    _check_feature_names,
+    check_consistent_length,
+    check_is_fitted,
+    column_or_1d,
+)
 from skorch.callbacks import ProgressBar
 
 from ._engine import StopOnNonFiniteLoss, TensorBatchIterator
@@ -39,6 +44,22 @@ def resolve_device(device):
     return device
 
 
+# Every concrete skocc estimator, by class name. Filled by
+# BaseDeepOneClass.__init_subclass__, read by skocc.load and the command line:
+# they instantiate only classes listed here, never a name taken from a file.
+_REGISTRY: dict = {}
+
+
+def registered_estimators():
+    """skocc's own estimator classes, by name (a copy).
+
+    Every concrete subclass of :class:`BaseDeepOneClass` defined inside the
+    ``skocc`` package is listed; classes defined elsewhere are not, so neither
+    :func:`skocc.load` nor the command line can be made to build them.
+    """
+    return dict(_REGISTRY)
+
+
 def _as_tensor(images):
     """A tensor view of ``images``; read-only arrays are shared, never written to."""
     with warnings.catch_warnings():
@@ -62,7 +83,10 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
     - ``offset_``: the ``contamination`` quantile of the training scores.
 
     Subclasses implement ``_build_net_params`` (module and criterion) and
-    ``_anomaly_scores_from_terms``/``_score_terms``.
+    ``_anomaly_scores_from_terms``/``_score_terms``, and extend
+    ``_persisted_attributes`` with the fitted attributes they add, so that
+    :func:`skocc.save` stores them (it refuses to save an estimator with an
+    undeclared fitted attribute rather than write an incomplete file).
     """
 
     # Axes between the sample axis and the image axes (1 for multi-view input).
@@ -70,8 +94,30 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
     # How one sample's shape reads, for error messages.
     _sample_layout = "(C, H, W)"
 
+    # Fitted attributes that skocc.save writes as JSON and skocc.load restores.
+    # net_ (weights and history) and device_ (chosen at load time) are handled
+    # apart. Optional ones are written only when present.
+    _persisted_attributes: tuple = (
+        "offset_",
+        "image_shape_",
+        "input_shape_",
+        "n_features_in_",
+        "n_epochs_",
+    )
+    _optional_persisted_attributes: tuple = ("feature_names_in_",)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        module = cls.__module__ or ""
+        if (module == "skocc" or module.startswith("skocc.")) and not (
+            cls.__name__.startswith("_") or cls.__name__.startswith("Base")
+        ):
+            _REGISTRY[cls.__name__] = cls
+
     _parameter_constraints: dict = {
         "contamination": [Interval(Real, 0, 0.5, closed="right")],
+        # Labels may be ints (+1), strings ("good") or bools; Real covers bool.
+        "inlier_label": [Real, str, None],
         "resolution": [Interval(Integral, 1, None, closed="left"), None],
         "normalize": [StrOptions({"image"}), None],
         "data_format": [StrOptions(set(DATA_FORMATS))],
@@ -107,8 +153,11 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
         ----------
         X : array-like
             Training images; see the class docstring for accepted layouts.
-        y : Ignored
-            Not used, present for API consistency by convention.
+        y : array-like of shape (n_samples,) or None, default=None
+            Ignored when ``inlier_label`` is None (scikit-learn's convention for
+            outlier detectors). Otherwise only the images with
+            ``y == inlier_label`` are trained on, so that ``GridSearchCV``'s
+            refit on labelled validation data trains on normal images only.
 
         Returns
         -------
@@ -118,7 +167,7 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
         # A failed fit must not leave a half-fitted model (or an old net beside new shapes).
         self._clear_fitted()
         try:
-            return self._fit(X)
+            return self._fit(X, y)
         except BaseException:
             self._clear_fitted()
             raise
@@ -127,20 +176,23 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
         for name in [a for a in vars(self) if a.endswith("_") and not a.startswith("__")]:
             delattr(self, name)
 
-    def _fit(self, X):
+    def _fit(self, X, y):
         self._check_net_params()
         images = self._validate_images(X, reset=True)
+        images = self._select_inliers(images, y)
         self.device_ = resolve_device(self.device)
         rng = check_random_state(self.random_state)
         init_seed, order_seed = (int(s) for s in rng.randint(np.iinfo(np.int32).max, size=2))
 
         net = self._make_net(order_seed)
-        # Initialise inside a forked RNG so the user's global torch state is untouched.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(init_seed)
-            net.initialize()
+        self._initialize_net(net, init_seed)
         data = _as_tensor(images)
         net.partial_fit(data)
+        # A fitted module stays in eval mode: scoring then never switches the
+        # mode of a module that other threads may be scoring with at the same
+        # time (train mode would run the decoder's power iteration, changing
+        # both their scores and the weights' normalisation).
+        net.module_.eval()
         self._warn_if_interrupted(net)
         self.net_ = net
         self.n_epochs_ = sum(1 for row in net.history if "train_loss" in row)
@@ -159,6 +211,41 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
                     f"net_params may not set {key!r}: the estimator builds the network, its loss "
                     "and its batch iterator from its own parameters."
                 )
+
+    def _select_inliers(self, images, y):
+        """The images labelled ``inlier_label``; all of them when it is None."""
+        if self.inlier_label is None:
+            return images
+        name = type(self).__name__
+        if y is None:
+            raise ValueError(
+                f"{name}(inlier_label={self.inlier_label!r}) trains only on the samples "
+                "whose label y equals inlier_label, but fit was called without y. Pass "
+                "y, or set inlier_label=None to train on every sample."
+            )
+        y = column_or_1d(y)
+        check_consistent_length(images, y)
+        mask = y == self.inlier_label
+        if not np.any(mask):
+            labels = np.unique(y)
+            shown = ", ".join(repr(v) for v in labels[:10].tolist())
+            more = f" and {labels.size - 10} more" if labels.size > 10 else ""
+            raise ValueError(
+                f"No sample has y == inlier_label={self.inlier_label!r}, so {name} has "
+                f"nothing to train on; y holds the labels {shown}{more}."
+            )
+        return images[mask]
+
+    @staticmethod
+    def _initialize_net(net, seed):
+        """``net.initialize()`` with weights drawn from ``seed``.
+
+        Inside a forked RNG so the user's global torch state is untouched.
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net.initialize()
+        return net
 
     def _make_net(self, order_seed):
         """The private skorch net, not yet initialised."""

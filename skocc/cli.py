@@ -1,11 +1,111 @@
-"""Command line: ``skocc demo`` and ``skocc --version``."""
+"""Command line: ``skocc fit``, ``skocc score``, ``skocc demo``, ``skocc --version``.
+
+A thin layer over the Python API: data are read by
+:func:`skocc.datasets.load_images`, models written and read by
+:func:`skocc.save` and :func:`skocc.load`. Expected failures (missing files,
+unreadable images, invalid parameters) end with a one-line message on stderr
+and exit status 1; usage errors with argparse's message and status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
 
 from . import __version__
+
+# Errors a user can cause and fix; anything else is a bug and keeps its traceback.
+_USER_ERRORS = (OSError, ValueError, ImportError, ArithmeticError)
+
+
+def _log(message):
+    print(f"skocc: {message}", file=sys.stderr, flush=True)
+
+
+def _one_line(estimator):
+    return " ".join(repr(estimator).split())
+
+
+def parse_param(text):
+    """``KEY=VALUE`` to ``(key, value)``; VALUE is JSON when it parses, else a string.
+
+    ``beta=10`` gives 10, ``resolution=null`` None, ``channels=[8,16]`` a list,
+    ``lipschitz_decoder=false`` False, ``device=cpu`` the string ``"cpu"``.
+    """
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=VALUE with KEY a parameter name, e.g. beta=10; got {text!r}"
+        )
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _size(values):
+    if values is None:
+        return None
+    if len(values) > 2:
+        raise ValueError(f"--size takes one or two integers (height [width]); got {len(values)}.")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def _fit(args):
+    from . import save
+    from .base import registered_estimators
+    from .datasets import load_images
+
+    X, names = load_images(args.data, size=_size(args.size), grayscale=args.grayscale)
+    source = f"{len(names)} images" if names is not None else f"an array of {len(X)} samples"
+    _log(f"read {source} of shape {X.shape[1:]} from {args.data}")
+    estimator = registered_estimators()[args.estimator]()
+    estimator.set_params(**dict(args.param or []))
+    if args.verbose:
+        estimator.set_params(verbose=args.verbose)
+    _log(f"fitting {_one_line(estimator)}")
+    estimator.fit(X)
+    save(estimator, args.out)
+    _log(f"{estimator.n_epochs_} epochs on {estimator.device_}; saved the model to {args.out}")
+    return 0
+
+
+def _score(args):
+    from . import load
+    from .datasets import load_images
+
+    model = load(args.model, device=args.device)
+    if args.verbose:
+        _log(f"loaded {_one_line(model)} from {args.model} on {model.device_}")
+    folder_options = {}
+    if Path(args.data).is_dir():
+        # Folders are read at the fitted size and channel count, so images of
+        # any size can be scored by a model trained on arrays or on a folder.
+        channels, height, width = model.image_shape_[-3:]
+        folder_options = dict(size=(height, width), grayscale=channels == 1)
+    X, names = load_images(args.data, **folder_options)
+    if args.verbose:
+        _log(f"scoring {len(X)} samples from {args.data}")
+    scores = model.score_samples(X)
+    # The outlier contract: decision = score - offset_, prediction -1 where it is negative.
+    decision = scores - model.offset_
+    prediction = np.where(decision < 0, -1, 1)
+    samples = names if names is not None else range(len(X))
+    with (nullcontext(sys.stdout) if args.out == "-" else open(args.out, "w", newline="")) as f:
+        writer = csv.writer(f)
+        writer.writerow(["sample", "score", "decision", "prediction"])
+        for row in zip(samples, scores.tolist(), decision.tolist(), prediction.tolist()):
+            writer.writerow(row)
+    if args.out != "-":
+        n_anomalies = int(np.sum(prediction == -1))
+        _log(f"wrote {len(X)} rows ({n_anomalies} predicted anomalies) to {args.out}")
+    return 0
 
 
 def _demo(args):
@@ -16,12 +116,63 @@ def _demo(args):
 
 
 def build_parser():
+    from .base import registered_estimators
+
     parser = argparse.ArgumentParser(
         prog="skocc",
         description="scikit-learn compatible deep one-class classifiers for images.",
     )
     parser.add_argument("--version", action="version", version=f"skocc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    data_help = (
+        "a .npz file (array X, or its only array), a .npy file, or a folder of "
+        "PNG/JPEG images (needs skocc[images])"
+    )
+
+    fit = sub.add_parser("fit", help="train on normal images and save the model")
+    fit.add_argument("--data", required=True, help=data_help)
+    fit.add_argument("--out", required=True, help="model file to write (e.g. model.skocc)")
+    fit.add_argument(
+        "--estimator",
+        default="ConvAEOneClass",
+        choices=sorted(registered_estimators()),
+        help="estimator class (default ConvAEOneClass)",
+    )
+    fit.add_argument(
+        "--param",
+        action="append",
+        type=parse_param,
+        metavar="KEY=VALUE",
+        help="estimator parameter, repeatable; VALUE is read as JSON when it can be "
+        "(beta=10, resolution=null, channels=[8,16]), else as a string (device=cpu)",
+    )
+    fit.add_argument(
+        "--size", nargs="+", type=int, metavar="N", help="folders: resize to HEIGHT [WIDTH]"
+    )
+    fit.add_argument("--grayscale", action="store_true", help="folders: read one channel")
+    fit.add_argument(
+        "-v", "--verbose", action="count", default=0,
+        help="-v: a line per epoch; -vv: also a progress bar (the estimator's verbose)",
+    )
+    fit.set_defaults(func=_fit)
+
+    score = sub.add_parser("score", help="score samples with a saved model, to CSV")
+    score.add_argument(
+        "--model", required=True, help="model file written by skocc fit or skocc.save"
+    )
+    score.add_argument(
+        "--data", required=True,
+        help=data_help + "; folders are resized to the model's image size",
+    )
+    score.add_argument(
+        "--out", required=True,
+        help="CSV to write (- for stdout): sample, score (higher = more normal), "
+        "decision (negative = anomaly), prediction (+1 normal, -1 anomaly)",
+    )
+    score.add_argument("--device", default=None, help="device to score on (default: as saved)")
+    score.add_argument("-v", "--verbose", action="count", default=0, help="report progress")
+    score.set_defaults(func=_score)
+
     demo = sub.add_parser(
         "demo",
         help="one-class protocol on sklearn's bundled digits, against classical detectors",
@@ -37,7 +188,12 @@ def main(argv=None):
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except _USER_ERRORS as exc:
+        message = " ".join(str(exc).split())  # one line, whatever the exception held
+        print(f"skocc {args.command}: error: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,13 +1,18 @@
-"""The command line and the demo behind it."""
+"""The command line: fit, score, demo, version; clean errors."""
 
+import argparse
+import csv
+import re
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import skocc
 from skocc._demo import run_demo
-from skocc.cli import main
+from skocc.cli import main, parse_param
+from skocc.datasets import one_class_digits_split
 
 
 def test_version(capsys):
@@ -38,3 +43,143 @@ def test_demo_reports_every_detector():
         assert len(scores) == 2 and all(0.5 < s <= 1.0 for s in scores)
     assert any(line.startswith("mean") for line in lines)
     assert np.mean(result["auroc"]["ConvAEOneClass"]) > 0.95
+
+
+# ---------------------------------------------------------------- fit and score
+FAST_PARAMS = [
+    "--param", "channels=[8,16]", "--param", "latent_dim=4", "--param", "max_epochs=2",
+    "--param", "device=cpu", "--param", "random_state=0",
+]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("beta=10", ("beta", 10)),
+        ("beta=0.5", ("beta", 0.5)),
+        ("resolution=null", ("resolution", None)),
+        ("channels=[8,16]", ("channels", [8, 16])),
+        ("lipschitz_decoder=false", ("lipschitz_decoder", False)),
+        ("device=cpu", ("device", "cpu")),
+        ("device=cuda:1", ("device", "cuda:1")),
+        ("net_params={\"lr\": 0.01}", ("net_params", {"lr": 0.01})),
+        ("score_type=", ("score_type", "")),
+    ],
+)
+def test_param_values_are_json_when_possible(text, expected):
+    assert parse_param(text) == expected
+
+
+@pytest.mark.parametrize("text", ["beta", "=3", "not a name=1"])
+def test_bad_param_syntax(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="expected KEY=VALUE"):
+        parse_param(text)
+
+
+@pytest.fixture(scope="module")
+def digits_files(tmp_path_factory):
+    X_train, X_test, y_train, _ = one_class_digits_split(random_state=0)
+    folder = tmp_path_factory.mktemp("cli")
+    np.savez(folder / "train.npz", X=X_train[y_train == 0], y=y_train[y_train == 0])
+    np.save(folder / "test.npy", X_test[:30])
+    return folder, X_test[:30]
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_fit_then_score_arrays(digits_files, tmp_path, capsys):
+    folder, X_test = digits_files
+    model_path, csv_path = tmp_path / "model.skocc", tmp_path / "scores.csv"
+    assert main(["fit", "--data", str(folder / "train.npz"), "--out", str(model_path),
+                 "--param", "beta=0.5", *FAST_PARAMS]) == 0
+    err = capsys.readouterr().err
+    assert "read an array of 89 samples" in err and "saved the model" in err
+    model = skocc.load(model_path)
+    assert model.beta == 0.5 and model.channels == [8, 16] and model.n_epochs_ == 2
+
+    assert main(["score", "--model", str(model_path), "--data", str(folder / "test.npy"),
+                 "--out", str(csv_path)]) == 0
+    rows = _read_csv(csv_path)
+    assert list(rows[0]) == ["sample", "score", "decision", "prediction"]
+    assert [r["sample"] for r in rows] == [str(i) for i in range(30)]
+    np.testing.assert_array_equal([float(r["score"]) for r in rows], model.score_samples(X_test))
+    np.testing.assert_allclose([float(r["decision"]) for r in rows], model.decision_function(X_test))
+    np.testing.assert_array_equal([int(r["prediction"]) for r in rows], model.predict(X_test))
+
+
+def test_verbose_shows_epochs(digits_files, tmp_path, capsys):
+    folder, _ = digits_files
+    assert main(["fit", "--data", str(folder / "train.npz"), "--out", str(tmp_path / "m.skocc"),
+                 "-v", *FAST_PARAMS]) == 0
+    out = capsys.readouterr().out
+    assert "train_loss" in out and len([l for l in out.splitlines() if l.strip()[:1].isdigit()]) == 2
+
+
+def _png_folder(path, images, sizes=None):
+    from PIL import Image
+
+    path.mkdir()
+    for i, image in enumerate(images):
+        picture = Image.fromarray((image * 255).astype(np.uint8))
+        if sizes is not None:
+            picture = picture.resize(sizes[i % len(sizes)])
+        picture.save(path / f"digit{i:02d}.png")
+    return path
+
+
+def test_image_folders(tmp_path, capsys):
+    pytest.importorskip("PIL")
+    X_train, X_test, y_train, _ = one_class_digits_split(random_state=0)
+    train = _png_folder(tmp_path / "train", X_train[y_train == 0], sizes=[(16, 16), (12, 12)])
+    test = _png_folder(tmp_path / "test", X_test[:6], sizes=[(20, 20)])
+    model_path = tmp_path / "m.skocc"
+    # Mixed sizes need --size: a one-line error, not a traceback.
+    assert main(["fit", "--data", str(train), "--out", str(model_path), "--grayscale", *FAST_PARAMS]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("skocc fit: error: The images in") and "--size" in err and "\n" not in err
+    assert not model_path.exists()
+
+    assert main(["fit", "--data", str(train), "--out", str(model_path), "--grayscale",
+                 "--size", "8", *FAST_PARAMS]) == 0
+    assert "read 89 images of shape (8, 8)" in capsys.readouterr().err
+    # Scoring reads the folder at the model's size and channels.
+    assert main(["score", "--model", str(model_path), "--data", str(test), "--out", "-"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "sample,score,decision,prediction"
+    assert [line.split(",")[0] for line in lines[1:]] == [f"digit{i:02d}.png" for i in range(6)]
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["fit", "--data", "{tmp}/missing.npz", "--out", "{tmp}/m.skocc"], "No such file or folder"),
+        (["fit", "--data", "{tmp}/broken", "--out", "{tmp}/m.skocc"], r"Cannot read the image .*bad.png"),
+        (["fit", "--data", "{train}", "--out", "{tmp}/m.skocc", "--param", "beta=-1"], "'beta' parameter of ConvAEOneClass"),
+        (["fit", "--data", "{train}", "--out", "{tmp}/m.skocc", "--param", "bogus=1"], "Invalid parameter 'bogus'"),
+        (["fit", "--data", "{train}", "--out", "{tmp}/m.skocc", "--size", "8"], "apply to folders of images"),
+        (["score", "--model", "{tmp}/none.skocc", "--data", "{train}", "--out", "-"], "No skocc model file"),
+        (["score", "--model", "{train}", "--data", "{train}", "--out", "-"], "is not a skocc model file"),
+    ],
+)
+def test_errors_are_one_line(digits_files, tmp_path, capsys, argv, match):
+    pytest.importorskip("PIL")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "bad.png").write_bytes(b"not a png")
+    argv = [a.format(tmp=tmp_path, train=digits_files[0] / "train.npz") for a in argv]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) >= 1 and err[-1].startswith(f"skocc {argv[0]}: error: ")
+    assert "Traceback" not in "\n".join(err)
+    assert re.search(match, err[-1])
+
+
+def test_console_script_reports_errors_with_exit_status(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "skocc.cli", "fit", "--data", str(tmp_path / "no.npz"), "--out", "m"],
+        capture_output=True, text=True,
+    )
+    assert out.returncode == 1
+    assert out.stderr.strip().startswith("skocc fit: error: No such file or folder")

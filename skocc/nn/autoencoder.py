@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 # A side shorter than this is not halved any more: 1 x features "images" (tabular
 # data) keep their single row, and small images are not reduced to nothing.
@@ -66,6 +65,10 @@ class SpectralNormalized(nn.Module):
 
     def __init__(self, layer: nn.Module, eps: float = 1e-12) -> None:
         super().__init__()
+        if type(layer) not in (nn.Linear, nn.Conv2d):
+            raise TypeError(
+                f"SpectralNormalized wraps nn.Linear or nn.Conv2d layers; got {type(layer).__name__}."
+            )
         self.layer = layer
         self.eps = eps
         weight = layer.weight.detach().flatten(1)
@@ -86,10 +89,13 @@ class SpectralNormalized(nn.Module):
         return torch.dot(self.u, weight @ self.v)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        params = {"weight": self.layer.weight / self.sigma()}
-        if self.layer.bias is not None:
-            params["bias"] = self.layer.bias
-        return functional_call(self.layer, params, (x,))
+        # The layer's own computation with the normalised weight passed in. Not
+        # torch.func.functional_call: it swaps the layer's parameters for the
+        # call, so two threads scoring with one module corrupted its weights.
+        weight = self.layer.weight / self.sigma()
+        if isinstance(self.layer, nn.Conv2d):
+            return self.layer._conv_forward(x, weight, self.layer.bias)
+        return F.linear(x, weight, self.layer.bias)
 
 
 def spectral_norm(layer: nn.Module) -> SpectralNormalized:

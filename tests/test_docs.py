@@ -1,6 +1,7 @@
 """Documentation stays true: documented parameters, the README's code and command."""
 
 import inspect
+import os
 import re
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 import skocc
 
 ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 PUBLIC_ESTIMATORS = [
     getattr(skocc, name) for name in skocc.__all__ if isinstance(getattr(skocc, name), type)
 ]
@@ -53,18 +55,40 @@ def test_ci_runs_the_readme_test_command():
     assert "README.md" in (ROOT / ".ci" / "run").read_text()
 
 
+def _subprocess_env():
+    """This checkout's skocc (not another installed copy), one thread, no display."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+
+
 def test_sphinx_docs_build_without_warnings(tmp_path):
     pytest.importorskip("sphinx")  # installed by the `test` extra, so CI builds the docs
+    pytest.importorskip("sphinx_gallery")
+    # plot_gallery=0: the gallery's pages are built without running the examples,
+    # which test_examples_run runs one by one.
     result = subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
-         str(ROOT / "docs"), str(tmp_path / "html")],
-        capture_output=True, text=True,
+         "-D", "plot_gallery=0", str(ROOT / "docs"), str(tmp_path / "html")],
+        capture_output=True, text=True, env=_subprocess_env(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "html" / "generated" / "skocc.ConvAEOneClass.html").exists()
+    html = tmp_path / "html"
+    assert (html / "generated" / "skocc.ConvAEOneClass.html").exists()
+    assert (html / "generated" / "skocc.plotting.plot_anomaly_maps.html").exists()
+    for example in EXAMPLES:
+        assert (html / "auto_examples" / f"{example.stem}.html").exists(), example.name
 
 
-@pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.py")), ids=lambda p: p.name)
+def test_examples_are_gallery_examples():
+    for example in EXAMPLES:
+        text = example.read_text()
+        assert example.name.startswith("plot_"), example.name
+        assert text.startswith('"""\n') and "\n# %%\n" in text, example.name
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
 def test_examples_run(example):
-    result = subprocess.run([sys.executable, str(example)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, env=_subprocess_env()
+    )
     assert result.returncode == 0, result.stderr[-3000:]

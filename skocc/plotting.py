@@ -203,7 +203,10 @@ def plot_roc(estimator, X, y, *, anomaly_label=-1, name=None, ax=None):
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     ax.set_aspect("equal")
-    ax.legend(loc="lower right")
+    # Curves first, then the markers' and chance's entries, however many curves.
+    entries = sorted(zip(*ax.get_legend_handles_labels()),
+                     key=lambda entry: entry[0].get_gid() in (_CHANCE_GID, _OPERATING_POINT_GID))
+    ax.legend(*zip(*entries), loc="lower right")
     return ax
 
 

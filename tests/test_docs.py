@@ -1,7 +1,9 @@
 """Documentation stays true: documented parameters, the README's code and command."""
 
+import importlib
 import inspect
 import os
+import pkgutil
 import re
 import subprocess
 import sys
@@ -77,6 +79,26 @@ def test_sphinx_docs_build_without_warnings(tmp_path):
     assert (html / "generated" / "skocc.plotting.plot_anomaly_maps.html").exists()
     for example in EXAMPLES:
         assert (html / "auto_examples" / f"{example.stem}.html").exists(), example.name
+    documented = [_object(page.stem) for page in (html / "generated").glob("*.html")]
+    missing = [name for name, obj in _public_objects() if not any(obj is d for d in documented)]
+    assert not missing, f"public names without a page in docs/api.rst: {missing}"
+
+
+def _object(dotted):
+    module, _, attr = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _public_objects():
+    """(name, object) for every name in the ``__all__`` of skocc's public modules."""
+    modules = [skocc] + [
+        importlib.import_module(f"skocc.{info.name}")
+        for info in pkgutil.iter_modules(skocc.__path__) if not info.name.startswith("_")
+    ]
+    for module in modules:
+        for name in getattr(module, "__all__", []):
+            if name != "__version__":  # a string, named in the API page's text
+                yield f"{module.__name__}.{name}", getattr(module, name)
 
 
 def test_examples_are_gallery_examples():

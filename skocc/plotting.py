@@ -210,6 +210,14 @@ def plot_roc(estimator, X, y, *, anomaly_label=-1, name=None, ax=None):
     return ax
 
 
+def _check_autoencoder(estimator, method, function):
+    if not hasattr(estimator, method) or not hasattr(estimator, "_validate_images"):
+        raise TypeError(
+            f"{function} needs a fitted skocc autoencoder (ConvAEOneClass or "
+            f"MultiViewConvAEOneClass), which has {method}(); got {type(estimator).__name__}."
+        )
+
+
 def _head(X, n_images):
     """The first ``n_images`` samples of any array-like, in its own type."""
     n = min(int(n_images), len(X))
@@ -276,10 +284,11 @@ def plot_reconstructions(estimator, X, *, n_images=8, cmap="gray", fig=None):
     10
     """
     plt = _pyplot()
+    _check_autoencoder(estimator, "reconstruct", "plot_reconstructions")
     X = _head(X, n_images)
     n_view_axes = estimator._n_view_axes
+    x_hat = _with_view_axis(estimator.reconstruct(X), n_view_axes)  # checks it is fitted
     images = _with_view_axis(estimator._validate_images(X, reset=False), n_view_axes)
-    x_hat = _with_view_axis(estimator.reconstruct(X), n_view_axes)
     n, n_views = images.shape[:2]
     fig, axes = _figure(plt, fig, 2 * n_views, n)
     shared_scale = getattr(estimator, "normalize", None) is None
@@ -349,11 +358,12 @@ def plot_anomaly_maps(
     11
     """
     plt = _pyplot()
+    _check_autoencoder(estimator, "score_map", "plot_anomaly_maps")
     X = _head(X, n_images)
     n_view_axes = estimator._n_view_axes
-    images = _with_view_axis(estimator._validate_images(X, reset=False), n_view_axes)
-    maps = estimator.score_map(X)
+    maps = estimator.score_map(X)  # checks it is fitted
     maps = maps if n_view_axes else maps[:, None]
+    images = _with_view_axis(estimator._validate_images(X, reset=False), n_view_axes)
     n, n_views = images.shape[:2]
     if titles is not None and len(titles) != n:
         raise ValueError(f"titles needs one entry per image drawn ({n}); got {len(titles)}.")

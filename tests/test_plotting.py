@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 from sklearn.ensemble import IsolationForest
+from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
@@ -177,6 +178,21 @@ def test_anomaly_maps_multiview_share_one_scale(multiview):
     heats = [ax.images[1] for ax in panels[2:4] + panels[6:8]]
     top = float(model.score_map(views[:2]).max())
     assert all(heat.get_clim() == (0.0, top) for heat in heats)
+
+
+@needs_matplotlib
+@pytest.mark.parametrize("plot", [plot_reconstructions, plot_anomaly_maps])
+@pytest.mark.parametrize(
+    "estimator, error, match",
+    [
+        (IsolationForest(), TypeError, "needs a fitted skocc autoencoder"),
+        (ConvAEOneClass(), NotFittedError, "not fitted yet"),
+    ],
+    ids=["not-an-autoencoder", "not-fitted"],
+)
+def test_image_figures_reject_what_they_cannot_draw(plot, estimator, error, match, digits):
+    with pytest.raises(error, match=match):
+        plot(estimator, digits[1])
 
 
 def test_missing_matplotlib_says_which_extra_to_install(monkeypatch, model, digits):

@@ -293,6 +293,11 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         maps : ndarray of shape (n_samples, H, W), dtype float32
             ``(n_samples, V, H, W)`` for multi-view input. Higher = more
             anomalous.
+
+        See Also
+        --------
+        reconstruct : The reconstructions the map compares the images with.
+        skocc.plotting.plot_anomaly_maps : The maps over the images.
         """
         check_is_fitted(self)
         images = self._validate_images(X, reset=False)
@@ -310,6 +315,36 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
             return err
 
         return self._map_batches(images, maps, dtype=torch.float32)
+
+    def reconstruct(self, X):
+        """Reconstructions of the images by the autoencoder.
+
+        The decoder's output, at the network's resolution (``input_shape_``)
+        and on the scale of the network's input: ``uint8`` images scaled to
+        [0, 1], and standardised per image with ``normalize="image"``. With
+        ``norm="l2"``, ``resolution=None`` and ``normalize=None``, the
+        Euclidean norm of ``X - reconstruct(X)`` per sample is the
+        reconstruction error that ``score_type="reconstruction"`` scores.
+
+        Parameters
+        ----------
+        X : array-like
+            Images in a layout accepted by ``fit``.
+
+        Returns
+        -------
+        X_hat : ndarray of shape (n_samples, C, H, W), dtype float32
+            ``(C, H, W)`` is ``input_shape_``; ``(n_samples, V, C, H, W)``
+            for multi-view input.
+
+        See Also
+        --------
+        score_map : Where the reconstruction differs from the image.
+        skocc.plotting.plot_reconstructions : Images above their reconstructions.
+        """
+        check_is_fitted(self)
+        images = self._validate_images(X, reset=False)
+        return self._map_batches(images, lambda module, xb: module(xb)[1], dtype=torch.float32)
 
     def encode(self, X):
         """Latent codes of the images.

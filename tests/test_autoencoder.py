@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV
 from sklearn.neighbors import LocalOutlierFactor
@@ -410,3 +411,23 @@ def test_score_map_comes_back_at_the_input_resolution(digits):
     X_train, X_test, y_train, _ = digits
     model = ConvAEOneClass(**FAST, resolution=16).fit(X_train[y_train == 0])
     assert model.score_map(X_test[:5]).shape == (5, 8, 8)
+
+
+def test_reconstruct_gives_the_images_that_the_reconstruction_score_compares(fitted, digits):
+    _, X_test, _, _ = digits
+    x_hat = fitted.reconstruct(X_test[:6])
+    assert x_hat.shape == (6, 1, 8, 8) and x_hat.dtype == np.float32
+    error = np.linalg.norm((X_test[:6, None] - x_hat).reshape(6, -1).astype(np.float64), axis=1)
+    model = pickle.loads(pickle.dumps(fitted)).set_params(score_type="reconstruction")
+    np.testing.assert_allclose(error, model.anomaly_score(X_test[:6]), rtol=1e-4)
+
+
+def test_reconstruct_is_at_the_network_resolution_and_scale(digits):
+    X_train, X_test, y_train, _ = digits
+    model = ConvAEOneClass(**FAST, resolution=16).fit(X_train[y_train == 0])
+    x_hat = model.reconstruct(X_test[:3])
+    assert x_hat.shape == (3, 1, 16, 16) and x_hat.dtype == np.float32
+    as_bytes = np.round(X_test[:3] * 255).astype(np.uint8)
+    np.testing.assert_allclose(model.reconstruct(as_bytes), x_hat, atol=0.02)
+    with pytest.raises(NotFittedError):
+        ConvAEOneClass(**FAST).reconstruct(X_test[:3])

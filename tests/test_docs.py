@@ -1,7 +1,9 @@
 """Documentation stays true: documented parameters, the README's code and command."""
 
+import importlib
 import inspect
 import os
+import pkgutil
 import re
 import subprocess
 import sys
@@ -13,6 +15,7 @@ from sklearn.base import BaseEstimator
 import skocc
 
 ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 PUBLIC_ESTIMATORS = [
     obj
     for obj in (getattr(skocc, name) for name in skocc.__all__)
@@ -62,26 +65,62 @@ def test_ci_runs_the_readme_test_command():
     assert "README.md" in (ROOT / ".ci" / "run").read_text()
 
 
+def _subprocess_env():
+    """This checkout's skocc (not another installed copy), one thread, no display."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+
+
 def test_sphinx_docs_build_without_warnings(tmp_path):
     pytest.importorskip("sphinx")  # installed by the `test` extra, so CI builds the docs
+    pytest.importorskip("sphinx_gallery")
+    # plot_gallery=0: the gallery's pages are built without running the examples,
+    # which test_examples_run runs one by one.
     result = subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
-         str(ROOT / "docs"), str(tmp_path / "html")],
-        capture_output=True, text=True,
+         "-D", "plot_gallery=0", str(ROOT / "docs"), str(tmp_path / "html")],
+        capture_output=True, text=True, env=_subprocess_env(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "html" / "generated" / "skocc.ConvAEOneClass.html").exists()
+    html = tmp_path / "html"
+    assert (html / "generated" / "skocc.ConvAEOneClass.html").exists()
+    assert (html / "generated" / "skocc.plotting.plot_anomaly_maps.html").exists()
+    for example in EXAMPLES:
+        assert (html / "auto_examples" / f"{example.stem}.html").exists(), example.name
+    documented = [_object(page.stem) for page in (html / "generated").glob("*.html")]
+    missing = [name for name, obj in _public_objects() if not any(obj is d for d in documented)]
+    assert not missing, f"public names without a page in docs/api.rst: {missing}"
 
 
-@pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.py")), ids=lambda p: p.name)
+def _object(dotted):
+    module, _, attr = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _public_objects():
+    """(name, object) for every name in the ``__all__`` of skocc's public modules."""
+    modules = [skocc] + [
+        importlib.import_module(f"skocc.{info.name}")
+        for info in pkgutil.iter_modules(skocc.__path__) if not info.name.startswith("_")
+    ]
+    for module in modules:
+        for name in getattr(module, "__all__", []):
+            if name != "__version__":  # a string, named in the API page's text
+                yield f"{module.__name__}.{name}", getattr(module, name)
+
+
+def test_examples_are_gallery_examples():
+    for example in EXAMPLES:
+        text = example.read_text()
+        assert example.name.startswith("plot_"), example.name
+        assert text.startswith('"""\n') and "\n# %%\n" in text, example.name
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
 def test_examples_run(example, tmp_path):
-    # This checkout's skocc, not whichever one is installed; files the example
-    # writes (figures) land in tmp_path; one torch thread, as conftest.py sets
-    # in-process (on a busy 2-core machine the quick start took 74 s with two
-    # threads, 8 s with one).
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    env.setdefault("OMP_NUM_THREADS", "1")
+    # Files an example writes (figures, models) land in tmp_path.
     result = subprocess.run(
-        [sys.executable, str(example)], capture_output=True, text=True, cwd=tmp_path, env=env
+        [sys.executable, str(example)], capture_output=True, text=True, cwd=tmp_path,
+        env=_subprocess_env(),
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -237,3 +237,13 @@ def test_score_map_per_view(views):
     V_train, V_test, y_train, _ = views
     model = MultiViewConvAEOneClass(**FAST).fit(V_train[y_train == 0])
     assert model.score_map(V_test[:4]).shape == (4, 2, 8, 8)
+
+
+def test_reconstruct_per_view(views):
+    V_train, V_test, y_train, _ = views
+    model = MultiViewConvAEOneClass(**FAST).fit(V_train[y_train == 0])
+    x_hat = model.reconstruct(V_test[:4])
+    assert x_hat.shape == (4, 2, 1, 8, 8) and x_hat.dtype == np.float32
+    per_view = np.linalg.norm((V_test[:4] - x_hat).reshape(4, 2, -1).astype(np.float64), axis=2)
+    model.set_params(score_type="reconstruction")
+    np.testing.assert_allclose(per_view, -model.score_samples_per_view(V_test[:4]), rtol=1e-4)

@@ -10,13 +10,18 @@ the stock ``"roc_auc"`` scorer applied to ``score_samples``.
 
 Each ``*_scorer`` is a callable ``scorer(estimator, X, y)`` for
 ``GridSearchCV(scoring=...)``, usable with any estimator that has
-``score_samples`` (higher = more normal) and ``predict`` (+1/-1).
+``score_samples`` (higher = more normal) and ``predict`` (+1/-1). Here every
+label other than ``anomaly_label`` is normal; for searches that should also
+reject unexpected labels, and for average precision, use
+:class:`skocc.model_selection.AnomalyScorer`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
+
+from .model_selection import precision_at_n_score
 
 __all__ = [
     "anomaly_recall",
@@ -62,8 +67,9 @@ def anomaly_roc_auc(y_true, anomaly_scores, *, anomaly_label=-1):
 def precision_at_n(y_true, anomaly_scores, *, anomaly_label=-1):
     """Fraction of true anomalies among the N most anomalous samples.
 
-    N is the number of true anomalies, so a perfect ranking scores 1. Ties at
-    the cut are broken by sample order.
+    N is the number of true anomalies, so a perfect ranking scores 1. Computed
+    by :func:`skocc.model_selection.precision_at_n_score`, which shares ties
+    at the cut out fairly (a constant score gives the proportion of anomalies).
 
     Parameters
     ----------
@@ -76,10 +82,7 @@ def precision_at_n(y_true, anomaly_scores, *, anomaly_label=-1):
     -------
     precision : float
     """
-    is_anomaly = _is_anomaly(y_true, anomaly_label)
-    n = int(is_anomaly.sum())
-    top = np.argsort(-np.asarray(anomaly_scores, dtype=float), kind="stable")[:n]
-    return float(is_anomaly[top].mean())
+    return precision_at_n_score(_is_anomaly(y_true, anomaly_label), anomaly_scores)
 
 
 def anomaly_recall(y_true, y_pred, *, anomaly_label=-1):

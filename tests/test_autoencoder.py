@@ -19,14 +19,8 @@ from skorch.callbacks import Callback, EarlyStopping
 from skorch.exceptions import DeviceWarning
 
 from skocc import ConvAEOneClass
-from skocc.datasets import one_class_digits_split
 
 from ._settings import FAST
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return one_class_digits_split(random_state=0)
 
 
 @pytest.fixture(scope="module")

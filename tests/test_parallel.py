@@ -9,16 +9,10 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV
 
 from skocc import ConvAEOneClass
-from skocc.datasets import one_class_digits_split
 from skocc.model_selection import AnomalyScorer, OneClassShuffleSplit
 from skocc.parallel import score_in_chunks
 
 from ._settings import FAST
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return one_class_digits_split(random_state=0)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from skorch.dataset import Dataset
 from torch import nn
 from torch.utils.data import Subset
 
-from .losses import autoencoder_loss, feature_diversity
+from .losses import autoencoder_loss, feature_diversity, nt_xent, rotation_loss
 
 
 class TensorBatchIterator:
@@ -122,6 +122,24 @@ class AutoencoderCriterion(nn.Module):
             return 0.0
         z = output[2]
         return self.diversity_weight * feature_diversity(z, self.diversity, self.diversity_gamma)
+
+
+class SelfSupervisedCriterion(nn.Module):
+    """Per-sample loss of :class:`skocc.nn.SelfSupervisedNet`'s pretext output.
+
+    Rotation: the cross-entropy of every rotated copy; contrastive: NT-Xent of
+    every view.
+    """
+
+    def __init__(self, temperature: float = 0.2) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, output):
+        prediction, targets = output
+        if targets is not None:
+            return rotation_loss(prediction, targets)
+        return nt_xent(prediction, self.temperature)
 
 
 class OneClassNet(NeuralNet):

@@ -1,7 +1,8 @@
-"""BaseDeepOneClass: the shared fit skeleton and scikit-learn's outlier contract."""
+"""Base classes: the shared fit skeleton of skocc's networks and scikit-learn's outlier contract."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 from numbers import Integral, Real
@@ -45,7 +46,7 @@ def resolve_device(device):
 
 
 # Every concrete skocc estimator, by class name. Filled by
-# BaseDeepOneClass.__init_subclass__, read by skocc.load and the command line:
+# BaseDeepImageModel.__init_subclass__, read by skocc.load and the command line:
 # they instantiate only classes listed here, never a name taken from a file.
 _REGISTRY: dict = {}
 
@@ -53,11 +54,26 @@ _REGISTRY: dict = {}
 def registered_estimators():
     """skocc's own estimator classes, by name (a copy).
 
-    Every concrete subclass of :class:`BaseDeepOneClass` defined inside the
+    Every concrete subclass of :class:`BaseDeepImageModel` defined inside the
     ``skocc`` package is listed; classes defined elsewhere are not, so neither
     :func:`skocc.load` nor the command line can be made to build them.
     """
     return dict(_REGISTRY)
+
+
+@contextlib.contextmanager
+def _forked_torch_rng(device, seed):
+    """Seed torch's RNGs (CPU, and ``device``'s if CUDA) inside; restore them after."""
+    device = torch.device(device)
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if (
+        device.type == "cuda"
+    ) else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.default_generator.manual_seed(seed)
+        for index in cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+        yield
 
 
 def _as_tensor(images):
@@ -68,25 +84,21 @@ def _as_tensor(images):
         return torch.from_numpy(images)
 
 
-class BaseDeepOneClass(OutlierMixin, BaseEstimator):
-    """Base class of skocc's deep one-class estimators.
+class BaseDeepImageModel(BaseEstimator):
+    """Base class of every skocc estimator that trains a network on images.
 
-    Owns everything that is the same for every network: reading images,
-    seeding, building and running the private skorch net, and the outlier
-    contract of :class:`sklearn.svm.OneClassSVM` and
-    :class:`sklearn.ensemble.IsolationForest`:
+    Owns what is the same for every network: reading images (layouts, shapes,
+    feature names), seeding, building and running the private skorch net, and
+    mapping a fitted module over batches. :class:`BaseDeepOneClass` adds the
+    outlier contract; :class:`skocc.SelfSupervisedFeatures` is a transformer
+    built on it directly.
 
-    - ``score_samples(X)``: higher means more normal, float64, shape ``(n,)``;
-    - ``decision_function(X) = score_samples(X) - offset_``, negative for
-      anomalies;
-    - ``predict(X)``: +1 for inliers, -1 for anomalies (integers);
-    - ``offset_``: the ``contamination`` quantile of the training scores.
-
-    Subclasses implement ``_build_net_params`` (module and criterion) and
-    ``_anomaly_scores_from_terms``/``_score_terms``, and extend
-    ``_persisted_attributes`` with the fitted attributes they add, so that
-    :func:`skocc.save` stores them (it refuses to save an estimator with an
-    undeclared fitted attribute rather than write an incomplete file).
+    Subclasses implement ``_build_net_params`` (module and criterion), may
+    override ``_after_fit`` (called with the training images once the network
+    is trained), and extend ``_persisted_attributes`` with the fitted
+    attributes they add, so that :func:`skocc.save` stores them (it refuses to
+    save an estimator with an undeclared fitted attribute rather than write an
+    incomplete file).
     """
 
     # Axes between the sample axis and the image axes (1 for multi-view input).
@@ -98,7 +110,6 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
     # net_ (weights and history) and device_ (chosen at load time) are handled
     # apart. Optional ones are written only when present.
     _persisted_attributes: tuple = (
-        "offset_",
         "image_shape_",
         "input_shape_",
         "n_features_in_",
@@ -115,7 +126,6 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
             _REGISTRY[cls.__name__] = cls
 
     _parameter_constraints: dict = {
-        "contamination": [Interval(Real, 0, 0.5, closed="right")],
         # Labels may be ints (+1), strings ("good") or bools; Real covers bool.
         "inlier_label": [Real, str, None],
         "resolution": [Interval(Integral, 1, None, closed="left"), None],
@@ -184,10 +194,17 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         init_seed, order_seed = (int(s) for s in rng.randint(np.iinfo(np.int32).max, size=2))
 
+        # Drawn after the first two so that adding it changed no earlier seed.
+        train_seed = int(rng.randint(np.iinfo(np.int32).max))
+
         net = self._make_net(order_seed)
         self._initialize_net(net, init_seed)
         data = _as_tensor(images)
-        net.partial_fit(data)
+        # Randomness inside training (data augmentation, dropout) draws from a
+        # forked, seeded torch RNG: reproducible, and the user's global state
+        # is untouched.
+        with _forked_torch_rng(self.device_, train_seed):
+            net.partial_fit(data)
         # A fitted module stays in eval mode: scoring then never switches the
         # mode of a module that other threads may be scoring with at the same
         # time (train mode would run the decoder's power iteration, changing
@@ -196,8 +213,11 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
         self._warn_if_interrupted(net)
         self.net_ = net
         self.n_epochs_ = sum(1 for row in net.history if "train_loss" in row)
-        self._fit_threshold(images)
+        self._after_fit(images)
         return self
+
+    def _after_fit(self, images):
+        """Hook: called with the training images once the network is trained."""
 
     def _check_net_params(self):
         for key in self.net_params or {}:
@@ -288,6 +308,104 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
                 stacklevel=4,
             )
 
+    # ------------------------------------------------------------ helpers
+    def _validate_images(self, X, *, reset):
+        """Read ``X`` as images; remember (``reset``) or check its shape."""
+        _check_feature_names(self, X, reset=reset)
+        images = check_images(
+            X,
+            image_shape=self.image_shape,
+            data_format=self.data_format,
+            n_view_axes=self._n_view_axes,
+            estimator_name=type(self).__name__,
+        )
+        shape = tuple(int(s) for s in images.shape[1:])
+        n_features = int(np.prod(shape))
+        if reset:
+            self.image_shape_ = shape
+            self.n_features_in_ = n_features
+            self.input_shape_ = self._network_input_shape(shape)
+        elif shape != self.image_shape_:
+            fitted_on = (
+                f"it was fitted on samples of shape {self._sample_layout} = "
+                f"{self.image_shape_} and got samples of shape {shape} (after reading the "
+                f"layout of an input of shape {np.shape(X)})."
+            )
+            if n_features != self.n_features_in_:
+                raise ValueError(
+                    f"X has {n_features} features, but {type(self).__name__} is expecting "
+                    f"{self.n_features_in_} features as input: {fitted_on}"
+                )
+            raise ValueError(f"X has samples of another shape than in fit: {fitted_on}")
+        return images
+
+    def _network_input_shape(self, image_shape):
+        """Shape of one sample as the network sees it, after resizing."""
+        if self.resolution is None:
+            return image_shape
+        return image_shape[:-2] + (self.resolution, self.resolution)
+
+    def _map_batches(self, images, fn, dtype=torch.float64):
+        """Apply ``fn(module, batch_on_device)`` to every batch; concatenate on the CPU.
+
+        Runs the module in eval mode without gradients; returns ``dtype``.
+        """
+        net = self.net_
+        module = net.module_
+        was_training = module.training
+        module.eval()
+        dataset = net.get_dataset(_as_tensor(images))
+        outputs = []
+        try:
+            with torch.no_grad():
+                for Xb, _ in net.get_iterator(dataset, training=False):
+                    outputs.append(fn(module, Xb.to(net.device)).cpu())
+        finally:
+            module.train(was_training)
+        return torch.cat(outputs).to(dtype).numpy()
+
+    def __setstate__(self, state):
+        # skorch moves a CUDA-trained net to the CPU when CUDA is missing at load
+        # time; keep device_ in step with where the net really is.
+        super().__setstate__(state)
+        net = self.__dict__.get("net_")
+        if net is not None:
+            self.device_ = str(net.device)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.non_deterministic = False
+        return tags
+
+
+class BaseDeepOneClass(OutlierMixin, BaseDeepImageModel):
+    """Base class of skocc's deep one-class estimators.
+
+    Adds scikit-learn's outlier contract, that of
+    :class:`sklearn.svm.OneClassSVM` and
+    :class:`sklearn.ensemble.IsolationForest`, to :class:`BaseDeepImageModel`:
+
+    - ``score_samples(X)``: higher means more normal, float64, shape ``(n,)``;
+    - ``decision_function(X) = score_samples(X) - offset_``, negative for
+      anomalies;
+    - ``predict(X)``: +1 for inliers, -1 for anomalies (integers);
+    - ``offset_``: the ``contamination`` quantile of the training scores.
+
+    Subclasses implement ``_score_terms`` (per-sample terms from the network)
+    and ``_anomaly_scores_from_terms`` (the anomaly score from them).
+    """
+
+    _persisted_attributes: tuple = ("offset_",) + BaseDeepImageModel._persisted_attributes
+
+    _parameter_constraints: dict = {
+        **BaseDeepImageModel._parameter_constraints,
+        "contamination": [Interval(Real, 0, 0.5, closed="right")],
+    }
+
+    def _after_fit(self, images):
+        self._fit_threshold(images)
+
     def _fit_threshold(self, images):
         """Training-score statistics and ``offset_`` from the training images."""
         terms = self._score_terms(images)
@@ -375,72 +493,3 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
         labels[~(decision >= 0)] = -1  # NaN scores are anomalies, not inliers
         return labels
 
-    # ------------------------------------------------------------ helpers
-    def _validate_images(self, X, *, reset):
-        """Read ``X`` as images; remember (``reset``) or check its shape."""
-        _check_feature_names(self, X, reset=reset)
-        images = check_images(
-            X,
-            image_shape=self.image_shape,
-            data_format=self.data_format,
-            n_view_axes=self._n_view_axes,
-            estimator_name=type(self).__name__,
-        )
-        shape = tuple(int(s) for s in images.shape[1:])
-        n_features = int(np.prod(shape))
-        if reset:
-            self.image_shape_ = shape
-            self.n_features_in_ = n_features
-            self.input_shape_ = self._network_input_shape(shape)
-        elif shape != self.image_shape_:
-            fitted_on = (
-                f"it was fitted on samples of shape {self._sample_layout} = "
-                f"{self.image_shape_} and got samples of shape {shape} (after reading the "
-                f"layout of an input of shape {np.shape(X)})."
-            )
-            if n_features != self.n_features_in_:
-                raise ValueError(
-                    f"X has {n_features} features, but {type(self).__name__} is expecting "
-                    f"{self.n_features_in_} features as input: {fitted_on}"
-                )
-            raise ValueError(f"X has samples of another shape than in fit: {fitted_on}")
-        return images
-
-    def _network_input_shape(self, image_shape):
-        """Shape of one sample as the network sees it, after resizing."""
-        if self.resolution is None:
-            return image_shape
-        return image_shape[:-2] + (self.resolution, self.resolution)
-
-    def _map_batches(self, images, fn, dtype=torch.float64):
-        """Apply ``fn(module, batch_on_device)`` to every batch; concatenate on the CPU.
-
-        Runs the module in eval mode without gradients; returns ``dtype``.
-        """
-        net = self.net_
-        module = net.module_
-        was_training = module.training
-        module.eval()
-        dataset = net.get_dataset(_as_tensor(images))
-        outputs = []
-        try:
-            with torch.no_grad():
-                for Xb, _ in net.get_iterator(dataset, training=False):
-                    outputs.append(fn(module, Xb.to(net.device)).cpu())
-        finally:
-            module.train(was_training)
-        return torch.cat(outputs).to(dtype).numpy()
-
-    def __setstate__(self, state):
-        # skorch moves a CUDA-trained net to the CPU when CUDA is missing at load
-        # time; keep device_ in step with where the net really is.
-        super().__setstate__(state)
-        net = self.__dict__.get("net_")
-        if net is not None:
-            self.device_ = str(net.device)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.three_d_array = True
-        tags.non_deterministic = False
-        return tags

@@ -57,15 +57,21 @@ def _size(values):
     return values[0] if len(values) == 1 else tuple(values)
 
 
+def _detectors():
+    """skocc's registered outlier detectors (not its transformers), by name."""
+    from .base import BaseDeepOneClass, registered_estimators
+
+    return {n: c for n, c in registered_estimators().items() if issubclass(c, BaseDeepOneClass)}
+
+
 def _fit(args):
     from . import save
-    from .base import registered_estimators
     from .datasets import load_images
 
     X, names = load_images(args.data, size=_size(args.size), grayscale=args.grayscale)
     source = f"{len(names)} images" if names is not None else f"an array of {len(X)} samples"
     _log(f"read {source} of shape {X.shape[1:]} from {args.data}")
-    estimator = registered_estimators()[args.estimator]()
+    estimator = _detectors()[args.estimator]()
     estimator.set_params(**dict(args.param or []))
     if args.verbose:
         estimator.set_params(verbose=args.verbose)
@@ -116,8 +122,6 @@ def _demo(args):
 
 
 def build_parser():
-    from .base import registered_estimators
-
     parser = argparse.ArgumentParser(
         prog="skocc",
         description="scikit-learn compatible deep one-class classifiers for images.",
@@ -135,7 +139,7 @@ def build_parser():
     fit.add_argument(
         "--estimator",
         default="ConvAEOneClass",
-        choices=sorted(registered_estimators()),
+        choices=sorted(_detectors()),
         help="estimator class (default ConvAEOneClass)",
     )
     fit.add_argument(

@@ -8,6 +8,7 @@ are, so a model is scored with exactly what it was trained to minimise.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 __all__ = [
     "DIVERSITIES",
@@ -15,8 +16,10 @@ __all__ = [
     "autoencoder_loss",
     "feature_diversity",
     "latent_norm",
+    "nt_xent",
     "per_view_reconstruction_error",
     "reconstruction_error",
+    "rotation_loss",
 ]
 
 #: Accepted values of the ``norm`` parameter.
@@ -116,3 +119,35 @@ def feature_diversity(
         eye = torch.eye(similarity.shape[0], dtype=similarity.dtype, device=similarity.device)
         return -torch.linalg.slogdet(similarity + ridge * eye).logabsdet
     raise ValueError(f"diversity must be one of {DIVERSITIES}; got {kind!r}.")
+
+
+def rotation_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the predicted quarter turn, one value per rotated copy."""
+    return F.cross_entropy(logits.float(), targets, reduction="none")
+
+
+def nt_xent(z: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+    """NT-Xent (SimCLR's normalised temperature-scaled cross-entropy), per anchor.
+
+    Parameters
+    ----------
+    z : Tensor of shape (2 m, d)
+        L2-normalised embeddings; ``z[i]`` and ``z[i + m]`` are the two views
+        of instance ``i``.
+    temperature : float
+
+    Returns
+    -------
+    Tensor of shape (2 m,)
+        For every anchor, ``-log`` of the softmax probability of its positive
+        among the other ``2 m - 1`` embeddings.
+    """
+    n = z.shape[0]
+    if n % 2 or n < 2:
+        raise ValueError(f"nt_xent needs an even number (>= 2) of embeddings; got {n}.")
+    m = n // 2
+    z = z.float()
+    sim = z @ z.T / temperature
+    sim = sim.masked_fill(torch.eye(n, dtype=torch.bool, device=z.device), float("-inf"))
+    positives = torch.arange(n, device=z.device).roll(m)
+    return F.cross_entropy(sim, positives, reduction="none")

@@ -1,6 +1,7 @@
 """Fast settings that make every estimator train in well under a second."""
 
-from skocc import ConvAEOneClass, MultiViewConvAEOneClass
+from skocc import ConvAEOneClass, MultiViewConvAEOneClass, SelfSupervisedFeatures, TwoStageOneClass
+from skocc.detectors import GaussianDensity, GaussianKDE
 
 FAST = dict(
     channels=(8, 16),
@@ -12,5 +13,22 @@ FAST = dict(
 )
 
 
+FAST_FEATURES = dict(width=4, head_dim=8, max_epochs=2, batch_size=32, device="cpu", random_state=0)
+
+
+def fast_features(**params):
+    return SelfSupervisedFeatures(**{**FAST_FEATURES, **params})
+
+
 def fast_estimators():
-    return [ConvAEOneClass(**FAST), MultiViewConvAEOneClass(**FAST)]
+    return [
+        ConvAEOneClass(**FAST),
+        MultiViewConvAEOneClass(**FAST),
+        fast_features(),
+        fast_features(pretext="contrastive_da"),
+        TwoStageOneClass(fast_features()),
+        TwoStageOneClass(fast_features(), detector="ocsvm"),
+        TwoStageOneClass(fast_features(), detector="gde"),
+        GaussianKDE(),
+        GaussianDensity(),
+    ]

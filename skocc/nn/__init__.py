@@ -14,13 +14,27 @@ from .autoencoder import (
     plan_downsampling,
 )
 from .preprocess import ImagePreprocess
+from .self_supervised import (
+    MLPHead,
+    ResNet18Encoder,
+    SelfSupervisedNet,
+    SmallConvEncoder,
+    augment,
+    rotate,
+)
 
 __all__ = [
     "ConvAutoencoder",
     "ConvDecoder",
     "ConvEncoder",
     "ImagePreprocess",
+    "MLPHead",
     "MultiViewConvAutoencoder",
+    "ResNet18Encoder",
+    "SelfSupervisedNet",
+    "SmallConvEncoder",
     "SpectralNormalized",
+    "augment",
     "plan_downsampling",
+    "rotate",
 ]

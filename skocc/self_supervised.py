@@ -246,13 +246,19 @@ class SelfSupervisedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             ``"small"`` encoder, 512 for ``"resnet18"``) with
             ``feature_layer="encoder"``, the head's with ``"head"``.
         """
+        return self._transform(X)
+
+    def _transform(self, X, quarter_turns=0):
+        """Features of ``X`` rotated by ``quarter_turns`` (on the device, batched)."""
         check_is_fitted(self)
         images = self._validate_images(X, reset=False)
         layer = self.feature_layer
         if layer not in FEATURE_LAYERS:
             raise ValueError(f"feature_layer must be one of {FEATURE_LAYERS}; got {layer!r}.")
         return self._map_batches(
-            images, lambda module, xb: module.features(xb, layer), dtype=torch.float32
+            images,
+            lambda module, xb: module.features(xb, layer, quarter_turns),
+            dtype=torch.float32,
         )
 
     @property

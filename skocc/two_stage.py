@@ -63,6 +63,16 @@ class TwoStageOneClass(OutlierMixin, BaseEstimator):
         al.'s rule ``10 / (Var * d)`` on the (L2-normalised) training
         features (:func:`skocc.detectors.scaled_gamma`). The value used is
         ``gamma_``. Ignored by other detectors.
+    rotation_ensemble : bool, default=False
+        Also score the images rotated by one, two and three quarter turns:
+        one detector per turn, fitted on the same turn of the training
+        images; the score is the sum of the four scores, each standardised
+        by its mean and standard deviation on the training images. Four
+        times the scoring cost. Pairs with ``pretext="contrastive_da"``, whose
+        features keep rotated copies apart; on MNIST it raised the AUROC of
+        the Gaussian detector on the digit 2 from 0.934 to 0.951 (see the
+        benchmarks page). Needs features with a ``quarter_turns`` transform
+        (:class:`SelfSupervisedFeatures`).
     contamination : float, default=0.05
         Proportion of training samples predicted -1; sets ``offset_``.
 
@@ -71,7 +81,15 @@ class TwoStageOneClass(OutlierMixin, BaseEstimator):
     features_ : SelfSupervisedFeatures
         The fitted first stage.
     detector_ : estimator
-        The fitted second stage.
+        The fitted second stage (for unrotated images).
+    detectors_ : list of estimator
+        One fitted detector per quarter turn scored: ``[detector_]``, or four
+        with ``rotation_ensemble=True``.
+    score_mean_ : ndarray of shape (len(detectors_),)
+        Mean training score of every detector (used to standardise the
+        rotation ensemble).
+    score_std_ : ndarray of shape (len(detectors_),)
+        Their standard deviations (1 where constant).
     gamma_ : float or None
         The RBF parameter used (None for detectors that have none).
     offset_ : float
@@ -112,13 +130,23 @@ class TwoStageOneClass(OutlierMixin, BaseEstimator):
         "features": [HasMethods(["fit", "transform"]), None],
         "detector": [StrOptions(set(DETECTORS)), HasMethods(["fit", "score_samples"])],
         "gamma": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "rotation_ensemble": ["boolean"],
         "contamination": [Interval(Real, 0, 0.5, closed="right")],
     }
 
-    def __init__(self, features=None, detector="kde", *, gamma="auto", contamination=0.05):
+    def __init__(
+        self,
+        features=None,
+        detector="kde",
+        *,
+        gamma="auto",
+        rotation_ensemble=False,
+        contamination=0.05,
+    ):
         self.features = features
         self.detector = detector
         self.gamma = gamma
+        self.rotation_ensemble = rotation_ensemble
         self.contamination = contamination
 
     @_fit_context(prefer_skip_nested_validation=False)
@@ -142,22 +170,55 @@ class TwoStageOneClass(OutlierMixin, BaseEstimator):
         for name in [a for a in vars(self) if a.endswith("_") and not a.startswith("__")]:
             delattr(self, name)
         features = clone(self.features) if self.features is not None else SelfSupervisedFeatures()
-        train = features.fit_transform(X, y)
+        # fit then transform (not fit_transform), so a FrozenEstimator of fitted
+        # features works: the network is reused, not retrained.
+        train = features.fit(X, y).transform(X)
         selected = getattr(features, "inlier_label", None)
+        mask = None
         if selected is not None and y is not None:
             # The detector sees the features of the images the network learnt from.
-            train = train[np.asarray(y).ravel() == selected]
-        detector, gamma = self._make_detector(train, features)
-        detector.fit(train)
+            mask = np.asarray(y).ravel() == selected
+            train = train[mask]
+        turns = self._quarter_turns(features)
+        detectors, gammas, scores = [], [], []
+        for k in turns:
+            if k:
+                train = features._transform(X, quarter_turns=k)
+                train = train if mask is None else train[mask]
+            detector, gamma = self._make_detector(train, features)
+            detector.fit(train)
+            detectors.append(detector)
+            gammas.append(gamma)
+            scores.append(np.asarray(detector.score_samples(train), dtype=np.float64))
+        scores = np.stack(scores, axis=1)
         self.features_ = features
-        self.detector_ = detector
-        self.gamma_ = gamma
+        self.detectors_ = detectors
+        self.detector_ = detectors[0]
+        self.gamma_ = gammas[0]
+        self.score_mean_ = scores.mean(axis=0)
+        std = scores.std(axis=0)
+        self.score_std_ = np.where(std > 0, std, 1.0)
         for attr in ("n_features_in_", "feature_names_in_"):
             if hasattr(features, attr):
                 setattr(self, attr, getattr(features, attr))
-        scores = np.asarray(detector.score_samples(train), dtype=np.float64)
-        self.offset_ = float(np.percentile(scores, 100.0 * self.contamination))
+        self.offset_ = float(np.percentile(self._combine(scores), 100.0 * self.contamination))
         return self
+
+    def _quarter_turns(self, features):
+        if not self.rotation_ensemble:
+            return (0,)
+        if not hasattr(features, "_transform"):
+            raise ValueError(
+                "rotation_ensemble=True needs features that can rotate images "
+                f"(SelfSupervisedFeatures); got {type(features).__name__}."
+            )
+        return (0, 1, 2, 3)
+
+    def _combine(self, scores):
+        """The score from one column per detector (one detector: its score as is)."""
+        if scores.shape[1] == 1:
+            return scores[:, 0]
+        return ((scores - self.score_mean_) / self.score_std_).sum(axis=1)
 
     def _make_detector(self, train, features):
         if not isinstance(self.detector, str):
@@ -174,7 +235,8 @@ class TwoStageOneClass(OutlierMixin, BaseEstimator):
         """Normality score of every sample: higher means more normal.
 
         The detector's ``score_samples`` on the features of ``X`` (the
-        log-density for ``"kde"`` and ``"gde"``).
+        log-density for ``"kde"`` and ``"gde"``); with
+        ``rotation_ensemble=True``, the sum of the four standardised scores.
 
         Parameters
         ----------
@@ -186,9 +248,15 @@ class TwoStageOneClass(OutlierMixin, BaseEstimator):
         scores : ndarray of shape (n_samples,), dtype float64
         """
         check_is_fitted(self)
-        return np.asarray(
-            self.detector_.score_samples(self.features_.transform(X)), dtype=np.float64
+        if len(self.detectors_) == 1:
+            features = [self.features_.transform(X)]
+        else:
+            features = [self.features_._transform(X, quarter_turns=k) for k in range(4)]
+        scores = np.stack(
+            [np.asarray(d.score_samples(f), dtype=np.float64) for d, f in zip(self.detectors_, features)],
+            axis=1,
         )
+        return self._combine(scores)
 
     def anomaly_score(self, X):
         """``-score_samples(X)``: higher means more anomalous (PyOD's convention).

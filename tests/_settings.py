@@ -29,6 +29,7 @@ def fast_estimators():
         TwoStageOneClass(fast_features()),
         TwoStageOneClass(fast_features(), detector="ocsvm"),
         TwoStageOneClass(fast_features(), detector="gde"),
+        TwoStageOneClass(fast_features(), detector="gde", rotation_ensemble=True),
         GaussianKDE(),
         GaussianDensity(),
     ]

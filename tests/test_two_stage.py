@@ -225,6 +225,31 @@ def test_two_stage_contract(digits, detector):
         assert model.gamma_ == pytest.approx(scaled_gamma(model.features_.transform(X)))
 
 
+def test_rotation_ensemble_adds_standardised_scores_of_four_turns(digits):
+    X, X_test, _ = _digit(digits)
+    model = TwoStageOneClass(fast_features(), "gde", rotation_ensemble=True).fit(X)
+    assert len(model.detectors_) == 4 and model.detector_ is model.detectors_[0]
+    expected = 0
+    for k, detector in enumerate(model.detectors_):
+        train = model.features_.transform(np.rot90(X, k, axes=(1, 2)).copy())
+        test = model.features_.transform(np.rot90(X_test, k, axes=(1, 2)).copy())
+        reference = GaussianDensity().fit(train)
+        np.testing.assert_allclose(detector.location_, reference.location_, rtol=1e-5, atol=1e-6)
+        s_train = reference.score_samples(train)
+        expected = expected + (reference.score_samples(test) - s_train.mean()) / s_train.std()
+    np.testing.assert_allclose(model.score_samples(X_test), expected, rtol=1e-4, atol=1e-4)
+    assert np.mean(model.predict(X) == -1) == pytest.approx(0.05, abs=0.02)
+
+
+def test_rotation_ensemble_needs_rotatable_features(digits):
+    from skocc import ConvAEOneClass
+
+    X, _, _ = _digit(digits)
+    ae = ConvAEOneClass(channels=(4,), latent_dim=2, max_epochs=1, device="cpu", random_state=0)
+    with pytest.raises(ValueError, match="rotation_ensemble"):
+        TwoStageOneClass(ae, "gde", rotation_ensemble=True).fit(X)
+
+
 def test_two_stage_equals_its_pipeline(digits):
     X, X_test, _ = _digit(digits)
     two_stage = TwoStageOneClass(fast_features(), OneClassSVM(gamma=2.0)).fit(X)

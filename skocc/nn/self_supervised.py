@@ -324,9 +324,12 @@ class SelfSupervisedNet(nn.Module):
         views += [augment(b, self.crop_scale, self.flip, self.jitter) for b in instances]
         return _forward_by_shape(project, views), None
 
-    def features(self, x: torch.Tensor, layer: str = "encoder") -> torch.Tensor:
-        """L2-normalised representation of (unaugmented) images."""
-        h = self.encoder(self.preprocess(x))
+    def features(self, x: torch.Tensor, layer: str = "encoder", quarter_turns: int = 0) -> torch.Tensor:
+        """L2-normalised representation of (unaugmented) images.
+
+        ``quarter_turns`` rotates the images by that many quarter turns first.
+        """
+        h = self.encoder(rotate(self.preprocess(x), quarter_turns))
         if layer == "head":
             h = self.head.hidden(h) if self.pretext == "rotation" else self.head(h)
         elif layer != "encoder":

@@ -130,3 +130,25 @@ def fill_doc(obj):
 
     obj.__doc__ = re.sub(r"^([ \t]*)\{\{(\w+)\}\}$", _sub, doc, flags=re.MULTILINE)
     return obj
+
+
+def with_defaults(**defaults):
+    """Class decorator: rewrite ``default=...`` of shared parameter entries.
+
+    For an estimator whose defaults differ from the shared text, e.g.
+    ``@with_defaults(max_epochs=10)`` above ``@fill_doc``.
+    """
+
+    def decorate(obj):
+        doc = obj.__doc__
+        if doc is None:  # python -OO
+            return obj
+        for name, value in defaults.items():
+            pattern = rf"^([ \t]*{name} : [^\n]*default=)[^\n]*$"
+            doc, n = re.subn(pattern, lambda m: m.group(1) + repr(value), doc, flags=re.MULTILINE)
+            if n != 1:
+                raise ValueError(f"{obj.__name__}'s docstring has no single entry for {name!r}.")
+        obj.__doc__ = doc
+        return obj
+
+    return decorate

@@ -198,6 +198,13 @@ def save(estimator, path):
     """
     cls = type(estimator)
     name = cls.__name__
+    if name == "TwoStageOneClass" and cls.__module__ == "skocc.two_stage":
+        raise TypeError(
+            "skocc.save cannot store a TwoStageOneClass: its second stage is a scikit-learn "
+            "detector, which only pickle can store. Save the network with "
+            "skocc.save(model.features_, path) and the whole model with joblib (load such "
+            "files only if you trust them)."
+        )
     if _REGISTRY.get(name) is not cls:
         raise TypeError(
             f"skocc.save stores skocc's own estimators ({', '.join(sorted(_REGISTRY))}); "

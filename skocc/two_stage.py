@@ -44,8 +44,9 @@ class TwoStageOneClass(OutlierMixin, BaseEstimator):
     ----------
     features : SelfSupervisedFeatures or None, default=None
         The first stage; cloned at ``fit``. None: ``SelfSupervisedFeatures()``
-        (rotation prediction with an MLP head, the small encoder).
-    detector : {"kde", "ocsvm", "gde"} or estimator, default="kde"
+        (contrastive learning with distribution augmentation, the small
+        encoder).
+    detector : {"kde", "ocsvm", "gde"} or estimator, default="gde"
         The second stage, fitted on the training features:
 
         - ``"kde"``: exact Gaussian kernel density
@@ -54,7 +55,10 @@ class TwoStageOneClass(OutlierMixin, BaseEstimator):
         - ``"ocsvm"``: :class:`sklearn.svm.OneClassSVM` with an RBF kernel of
           ``gamma`` and ``nu=0.1``;
         - ``"gde"``: one full-covariance Gaussian
-          (:class:`skocc.detectors.GaussianDensity`);
+          (:class:`skocc.detectors.GaussianDensity`), the default: the best
+          of the three in every configuration of the digits benchmark
+          (contrastive_da features: 0.988 mean AUROC, against 0.983 for
+          ``"ocsvm"`` and 0.976 for ``"kde"``);
         - any estimator with ``fit`` and ``score_samples`` (higher = more
           normal, as scikit-learn's outlier detectors), cloned at ``fit``.
           Its parameters can be searched as ``detector__<name>``.
@@ -63,16 +67,17 @@ class TwoStageOneClass(OutlierMixin, BaseEstimator):
         al.'s rule ``10 / (Var * d)`` on the (L2-normalised) training
         features (:func:`skocc.detectors.scaled_gamma`). The value used is
         ``gamma_``. Ignored by other detectors.
-    rotation_ensemble : bool, default=False
+    rotation_ensemble : bool, default=True
         Also score the images rotated by one, two and three quarter turns:
         one detector per turn, fitted on the same turn of the training
         images; the score is the sum of the four scores, each standardised
         by its mean and standard deviation on the training images. Four
-        times the scoring cost. Pairs with ``pretext="contrastive_da"``, whose
-        features keep rotated copies apart; on MNIST it raised the AUROC of
-        the Gaussian detector on the digit 2 from 0.934 to 0.951 (see the
-        benchmarks page). Needs features with a ``quarter_turns`` transform
-        (:class:`SelfSupervisedFeatures`).
+        times the scoring cost, no extra training. Pairs with the pretexts
+        ``"contrastive_da"`` and ``"rotation"``, whose features keep rotated
+        copies apart: on the digits benchmark it raised the Gaussian detector
+        from 0.988 to 0.994 mean AUROC (contrastive_da) and from 0.986 to
+        0.994 (rotation). Needs :class:`SelfSupervisedFeatures` (set False
+        for other features).
     contamination : float, default=0.05
         Proportion of training samples predicted -1; sets ``offset_``.
 
@@ -118,7 +123,8 @@ class TwoStageOneClass(OutlierMixin, BaseEstimator):
     >>> X, y = load_digits(return_X_y=True)
     >>> X = X.reshape(-1, 8, 8) / 16.0
     >>> model = TwoStageOneClass(
-    ...     SelfSupervisedFeatures(max_epochs=2, random_state=0), detector="kde"
+    ...     SelfSupervisedFeatures(max_epochs=2, random_state=0), detector="kde",
+    ...     rotation_ensemble=False,
     ... ).fit(X[y == 0])
     >>> model.score_samples(X[:4]).shape
     (4,)
@@ -137,10 +143,10 @@ class TwoStageOneClass(OutlierMixin, BaseEstimator):
     def __init__(
         self,
         features=None,
-        detector="kde",
+        detector="gde",
         *,
         gamma="auto",
-        rotation_ensemble=False,
+        rotation_ensemble=True,
         contamination=0.05,
     ):
         self.features = features

@@ -26,10 +26,9 @@ def fast_estimators():
         MultiViewConvAEOneClass(**FAST),
         fast_features(),
         fast_features(pretext="contrastive_da"),
-        TwoStageOneClass(fast_features()),
-        TwoStageOneClass(fast_features(), detector="ocsvm"),
-        TwoStageOneClass(fast_features(), detector="gde"),
-        TwoStageOneClass(fast_features(), detector="gde", rotation_ensemble=True),
+        TwoStageOneClass(fast_features()),  # gde with the rotation ensemble
+        TwoStageOneClass(fast_features(), detector="kde", rotation_ensemble=False),
+        TwoStageOneClass(fast_features(), detector="ocsvm", rotation_ensemble=False),
         GaussianKDE(),
         GaussianDensity(),
     ]

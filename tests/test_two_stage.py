@@ -183,10 +183,12 @@ def test_learned_features_separate_a_digit_better_than_untrained(digits):
     # untrained encoder (lr=1e-9: batch norm sees the data, weights do not
     # move) 0.757, 0.806, 0.876. The floor sits between them.
     X, X_test, y = _digit(digits, 3)
-    params = dict(width=8, head_dim=32, device="cpu", random_state=0)
+    params = dict(pretext="rotation", width=8, head_dim=32, device="cpu", random_state=0)
 
     def auroc(**training):
-        model = TwoStageOneClass(SelfSupervisedFeatures(**params, **training), "kde")
+        model = TwoStageOneClass(
+            SelfSupervisedFeatures(**params, **training), "kde", rotation_ensemble=False
+        )
         return roc_auc_score(y, model.fit(X).score_samples(X_test))
 
     trained = auroc(max_epochs=20)
@@ -252,7 +254,9 @@ def test_rotation_ensemble_needs_rotatable_features(digits):
 
 def test_two_stage_equals_its_pipeline(digits):
     X, X_test, _ = _digit(digits)
-    two_stage = TwoStageOneClass(fast_features(), OneClassSVM(gamma=2.0)).fit(X)
+    two_stage = TwoStageOneClass(
+        fast_features(), OneClassSVM(gamma=2.0), rotation_ensemble=False
+    ).fit(X)
     pipe = Pipeline([("features", fast_features()), ("detector", OneClassSVM(gamma=2.0))]).fit(X)
     np.testing.assert_allclose(two_stage.score_samples(X_test), pipe.score_samples(X_test))
 
@@ -320,7 +324,19 @@ def test_two_stage_survives_clone_and_pickle(digits):
     np.testing.assert_array_equal(restored.score_samples(X_test), model.score_samples(X_test))
     unfitted = clone(model)
     assert not hasattr(unfitted, "offset_")
-    assert unfitted.get_params()["features__pretext"] == "rotation"
+    assert unfitted.get_params()["features__pretext"] == "contrastive_da"
+
+
+def test_features_save_and_load_safely_two_stage_refuses(digits, tmp_path):
+    import skocc
+
+    X, X_test, _ = _digit(digits)
+    features = fast_features(pretext="contrastive_da").fit(X)
+    skocc.save(features, tmp_path / "features.skocc")
+    loaded = skocc.load(tmp_path / "features.skocc")
+    np.testing.assert_array_equal(loaded.transform(X_test), features.transform(X_test))
+    with pytest.raises(TypeError, match="model.features_"):
+        skocc.save(TwoStageOneClass(features).fit(X), tmp_path / "model.skocc")
 
 
 def test_two_stage_bad_detector():

@@ -123,7 +123,7 @@ class ResNet18Encoder(nn.Module):
 def make_encoder(name: str, in_channels: int, side: int, width: int | None = None) -> nn.Module:
     """``"small"`` (:class:`SmallConvEncoder`) or ``"resnet18"`` (:class:`ResNet18Encoder`)."""
     if name == "small":
-        return SmallConvEncoder(in_channels, side, 32 if width is None else width)
+        return SmallConvEncoder(in_channels, side, 16 if width is None else width)
     if name == "resnet18":
         return ResNet18Encoder(in_channels, side, 64 if width is None else width)
     raise ValueError(f"encoder must be one of {ENCODERS}; got {name!r}.")
@@ -266,7 +266,7 @@ class SelfSupervisedNet(nn.Module):
     pretext : {"rotation", "contrastive", "contrastive_da"}
     encoder : {"small", "resnet18"}
     width : int or None
-        Width of the encoder's first level (None: 32 for "small", 64 for
+        Width of the encoder's first level (None: 16 for "small", 64 for
         "resnet18").
     head_dim : int
         Width of the head's hidden layers, and of the contrastive projection.

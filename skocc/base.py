@@ -433,7 +433,7 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
         return image_shape[:-2] + (self.resolution, self.resolution)
 
     def _map_batches(self, images, fn, dtype=torch.float64):
-        """Apply ``fn(module, batch_on_device)`` to every batch; concatenate on the CPU.
+        """Apply ``fn(module, batch_on_device)`` to every batch; collect the results on the CPU.
 
         Runs the module in eval mode without gradients, under the net's
         ``precision``; returns ``dtype``. The input stays in its dtype (no
@@ -444,15 +444,24 @@ class BaseDeepOneClass(OutlierMixin, BaseEstimator):
         module = net.module_
         was_training = module.training
         module.eval()
-        dataset = net.get_dataset(device_resident(_as_tensor(images), net.device))
-        outputs = []
+        X = device_resident(_as_tensor(images), net.device)
+        dataset = net.get_dataset(X)
+        # One array of the final size, filled batch by batch: a list of many
+        # small per-batch tensors, each allocated between the batches' large
+        # activations, fragmented the heap so that resident memory grew with
+        # the number of images (295 MiB more for 100,000 images of 28 x 28).
+        out, start = None, 0
         try:
             with torch.no_grad(), net.autocast():
                 for Xb, _ in net.get_iterator(dataset, training=False):
-                    outputs.append(fn(module, Xb.to(net.device, non_blocking=True)).cpu())
+                    result = fn(module, Xb.to(net.device, non_blocking=True))
+                    if out is None:
+                        out = torch.empty((len(X),) + tuple(result.shape[1:]), dtype=dtype)
+                    out[start : start + len(result)] = result
+                    start += len(result)
         finally:
             module.train(was_training)
-        return torch.cat(outputs).to(dtype).numpy()
+        return out.numpy()
 
     def __setstate__(self, state):
         # skorch moves a CUDA-trained net to the CPU when CUDA is missing at load

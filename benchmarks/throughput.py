@@ -14,10 +14,12 @@ For each configuration, in one process and alternating skocc / raw loop over
   ``offset_``), against the raw epoch plus a raw scoring pass.
 - **score**: images per second of ``score_samples`` against a raw
   ``torch.no_grad`` loop computing the same per-sample reconstruction error.
-- **peak memory** of each phase: on the CPU the rise of the process's peak
-  resident memory (``VmHWM``, reset before the phase through
-  ``/proc/self/clear_refs``) over its resident memory when the phase began; on
-  CUDA ``torch.cuda.max_memory_allocated``.
+- **peak memory** (``--memory``): skocc's fit and score and the raw loop's,
+  each side in a fresh subprocess (one per configuration and side), so that
+  neither inherits the other's allocations: the rise of the peak resident
+  memory (``VmHWM``, reset before the phase through ``/proc/self/clear_refs``)
+  over the resident memory when the phase began, with the data already in
+  memory; on CUDA ``torch.cuda.max_memory_allocated`` over what was allocated.
 
 Both sides get the same ``uint8`` images; both convert batches to float inside
 the network. With ``--precision bfloat16`` (or ``float16``) skocc runs with
@@ -176,20 +178,16 @@ def bench_config(name, estimator_class, shape, net_params, args):
         X_t = X_t.to(device)  # a hand-written loop keeps a small data set on the GPU
     keys = ("epoch", "fit", "score")
     rows = {f"{k}_{side}": [] for k in keys for side in ("skocc", "raw")}
-    memory = {f"{k}_{side}": [] for k in ("fit", "score") for side in ("skocc", "raw")}
     # Round -1 warms up both sides (first-call kernel selection, allocator) and is dropped.
     for rep in range(-1, args.repeats):
         if rep == 0:
             rows = {key: [] for key in rows}
-            memory = {key: [] for key in memory}
         seed = max(rep, 0)
         model = estimator_class(
             **params, max_epochs=1, device=args.device, random_state=seed,
             score_type="reconstruction", precision=args.precision,
         )
-        seconds, mib = measure(lambda: model.fit(X), device)
-        rows["fit_skocc"].append(seconds)
-        memory["fit_skocc"].append(mib)
+        rows["fit_skocc"].append(measure(lambda: model.fit(X), device)[0])
         rows["epoch_skocc"].append(float(model.net_.history[-1, "dur"]))
 
         torch.manual_seed(seed)
@@ -206,19 +204,12 @@ def bench_config(name, estimator_class, shape, net_params, args):
             )[0]
             raw_score(module, X_t, args.batch_size, device, args.precision)
 
-        seconds, mib = measure(raw_fit, device)
-        rows["fit_raw"].append(seconds)
+        rows["fit_raw"].append(measure(raw_fit, device)[0])
         rows["epoch_raw"].append(raw_fit.epoch)
-        memory["fit_raw"].append(mib)
-
-        seconds, mib = measure(lambda: model.score_samples(X), device)
-        rows["score_skocc"].append(seconds)
-        memory["score_skocc"].append(mib)
-        seconds, mib = measure(
-            lambda: raw_score(module, X_t, args.batch_size, device, args.precision), device
+        rows["score_skocc"].append(measure(lambda: model.score_samples(X), device)[0])
+        rows["score_raw"].append(
+            measure(lambda: raw_score(module, X_t, args.batch_size, device, args.precision), device)[0]
         )
-        rows["score_raw"].append(seconds)
-        memory["score_raw"].append(mib)
     med = {key: float(np.median(v)) for key, v in rows.items()}
     return {
         "n": args.n,
@@ -232,8 +223,49 @@ def bench_config(name, estimator_class, shape, net_params, args):
             "fit (whole call)": med["fit_skocc"] / med["fit_raw"],
             "score": med["score_skocc"] / med["score_raw"],
         },
-        "peak_memory_rise_mib": {key: float(np.median(v)) for key, v in memory.items()},
     }
+
+
+def memory_child(name, side, args):
+    """Run in a fresh subprocess: one side's fit and score; print the peak memory rises."""
+    estimator_class, shape, net_params = CONFIGS[name]
+    X = make_data(shape, args.n)
+    device = torch.device(args.device)
+    if side == "skocc":
+        model = estimator_class(**net_params, batch_size=args.batch_size, max_epochs=1,
+                                device=args.device, random_state=0, precision=args.precision)
+        fit = measure(lambda: model.fit(X), device)[1]
+        score = measure(lambda: model.score_samples(X), device)[1]
+    else:
+        X_t = torch.from_numpy(X)
+        X_t = X_t.to(device) if device.type == "cuda" else X_t
+        torch.manual_seed(0)
+        module = raw_module(estimator_class, shape, net_params).to(device)
+        optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+        scaler = torch.amp.GradScaler(device.type) if args.precision == "float16" else None
+
+        def raw_fit():
+            raw_epoch(module, optimizer, X_t, args.batch_size, 0.0, torch.Generator().manual_seed(0),
+                      device, args.precision, scaler)
+            raw_score(module, X_t, args.batch_size, device, args.precision)
+
+        fit = measure(raw_fit, device)[1]
+        score = measure(lambda: raw_score(module, X_t, args.batch_size, device, args.precision),
+                        device)[1]
+    print(json.dumps({"fit_mib": fit, "score_mib": score, "data_mib": X.nbytes / 2**20}))
+
+
+def memory(name, args):
+    out = {}
+    for side in ("skocc", "raw"):
+        result = subprocess.run(
+            [sys.executable, __file__, "--memory-child", name, side, "--n", str(args.n),
+             "--batch-size", str(args.batch_size), "--device", args.device,
+             "--precision", args.precision],
+            capture_output=True, text=True, check=True,
+        )
+        out[side] = json.loads(result.stdout.strip().splitlines()[-1])
+    return out
 
 
 # ---------------------------------------------------------------- scaling
@@ -282,11 +314,17 @@ def main(argv=None):
     parser.add_argument("--scaling", type=int, nargs="*", default=[1000, 10000, 100000, 1000000])
     parser.add_argument("--scaling-child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--memory", action="store_true",
+                        help="also measure peak memory, one fresh subprocess per side")
+    parser.add_argument("--memory-child", nargs=2, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.scaling_child is not None:
         scaling_child(args.scaling_child, args.model, args.device)
+        return
+    if args.memory_child is not None:
+        memory_child(*args.memory_child, args)
         return
     env = environment(device=args.device, batch_size=args.batch_size, n=args.n,
                       repeats=args.repeats, precision=args.precision)
@@ -294,29 +332,43 @@ def main(argv=None):
     results = {"environment": env, "configs": {}}
     lines = [
         "| configuration | fit epoch img/s skocc | raw | ratio | fit (whole call) ratio "
-        "| score img/s skocc | raw | ratio | peak memory rise fit / score MiB skocc | raw |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| score img/s skocc | raw | ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    memory_lines = [
+        "| configuration | data (MiB) | peak rise fit (MiB) skocc | raw | peak rise score (MiB) skocc | raw |",
+        "|---|---|---|---|---|---|",
     ]
     for name in args.configs:
         estimator_class, shape, net_params = CONFIGS[name]
-        r = bench_config(name, estimator_class, shape, net_params, args)
-        results["configs"][name] = r
-        ips, ratio, mem = r["images_per_s"], r["ratio"], r["peak_memory_rise_mib"]
-        lines.append(
-            f"| {name} | {ips['epoch_skocc']:.0f} | {ips['epoch_raw']:.0f} | {ratio['fit epoch']:.3f} | "
-            f"{ratio['fit (whole call)']:.3f} | {ips['score_skocc']:.0f} | {ips['score_raw']:.0f} | "
-            f"{ratio['score']:.3f} | {mem['fit_skocc']:.0f} / {mem['score_skocc']:.0f} | "
-            f"{mem['fit_raw']:.0f} / {mem['score_raw']:.0f} |"
-        )
-        print(lines[-1], flush=True)
+        r = results["configs"][name] = {}
+        if args.repeats:  # --repeats 0 --memory measures memory only
+            r.update(bench_config(name, estimator_class, shape, net_params, args))
+            ips, ratio = r["images_per_s"], r["ratio"]
+            lines.append(
+                f"| {name} | {ips['epoch_skocc']:.0f} | {ips['epoch_raw']:.0f} | "
+                f"{ratio['fit epoch']:.3f} | {ratio['fit (whole call)']:.3f} | "
+                f"{ips['score_skocc']:.0f} | {ips['score_raw']:.0f} | {ratio['score']:.3f} |"
+            )
+            print(lines[-1], flush=True)
+        if args.memory:
+            mem = r["peak_memory_rise_mib"] = memory(name, args)
+            memory_lines.append(
+                f"| {name} | {mem['skocc']['data_mib']:.1f} | {mem['skocc']['fit_mib']:.1f} | "
+                f"{mem['raw']['fit_mib']:.1f} | {mem['skocc']['score_mib']:.1f} | "
+                f"{mem['raw']['score_mib']:.1f} |"
+            )
+            print(memory_lines[-1], flush=True)
     if args.scaling:
         print("scoring as n grows (ConvAE 28x28x1, a fresh subprocess per n):", flush=True)
         results["scaling"] = scaling(args)
     print("\n" + environment_line(env) + f"\nmedians of {args.repeats} alternating rounds, "
           f"n={args.n} images, batch {args.batch_size}, device {args.device}, "
           f"precision {args.precision}\n")
-    if args.configs:
+    if args.configs and args.repeats:
         print("\n".join(lines))
+    if args.configs and args.memory:
+        print("\n" + "\n".join(memory_lines))
     if args.scaling:
         print("\n| n | score s | images/s | data (MiB) | RSS before scoring (MiB) "
               "| peak rise while scoring (MiB) |")

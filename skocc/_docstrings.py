@@ -56,9 +56,10 @@ precision : {"float32", "bfloat16", "float16"}, default="float32"
     (mixed precision; weights, losses and scores stay float32, scores are
     returned as float64). ``"float16"`` also scales the loss
     (``torch.amp.GradScaler``) so that small gradients do not underflow. Mixed
-    precision is for GPUs with fast half-precision units; on CPUs without
-    them it is slower than float32. Refused with an error where torch cannot
-    autocast to that precision on the device.
+    precision is for GPUs with fast half-precision units; on the CPU skocc's
+    benchmark measured it slower than float32 (float16 many times slower).
+    Refused with an error where torch cannot autocast to that precision on
+    the device.
 random_state : int, RandomState instance or None, default=None
     Seeds the weights' initialisation and the order of the batches. The global
     torch random state is not touched; ``None`` draws the seeds from NumPy's

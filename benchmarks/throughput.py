@@ -1,9 +1,7 @@
 """Throughput of skocc against a hand-written PyTorch loop over the same network.
 
 For each configuration, in one process and alternating skocc / raw loop over
-``--repeats`` rounds (medians reported):
-
-One untimed warm-up round runs first.
+``--repeats`` rounds (medians reported; one untimed warm-up round runs first):
 
 - **fit epoch**: images per second of one training epoch. skocc: the epoch
   duration skorch records in ``net_.history`` (``dur``) of
@@ -16,11 +14,24 @@ One untimed warm-up round runs first.
   ``offset_``), against the raw epoch plus a raw scoring pass.
 - **score**: images per second of ``score_samples`` against a raw
   ``torch.no_grad`` loop computing the same per-sample reconstruction error.
+- **peak memory** (``--memory``): skocc's fit and score and the raw loop's,
+  each side in a fresh subprocess (one per configuration and side), so that
+  neither inherits the other's allocations: the rise of the peak resident
+  memory (``VmHWM``, reset before the phase through ``/proc/self/clear_refs``)
+  over the resident memory when the phase began, with the data already in
+  memory; on CUDA ``torch.cuda.max_memory_allocated`` over what was allocated.
 
 Both sides get the same ``uint8`` images; both convert batches to float inside
-the network. The ratio is skocc time / raw time (1.00 = no overhead).
-``--scaling`` also times ``score_samples`` and the process's peak resident
-memory (one subprocess per n) as n grows.
+the network. With ``--precision bfloat16`` (or ``float16``) skocc runs with
+that ``precision`` and the raw loop under the same ``torch.autocast`` (and a
+``GradScaler`` for float16). On CUDA the raw loop copies the data to the GPU
+once, as a hand-written loop over a small data set would. The ratio is skocc
+time / raw time (1.00 = no overhead).
+
+``--scaling`` times ``score_samples`` of a model fitted (and saved) here on
+2,000 images, loaded in a fresh subprocess per n, so that the fit's memory
+does not hide scoring's: the subprocess reports the rise of its peak resident
+memory while scoring ``n`` ``uint8`` 28 x 28 images.
 
 Reproduce (repository root)::
 
@@ -30,10 +41,11 @@ Reproduce (repository root)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,16 +55,22 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, environment_line  # noqa: E402
 
+import skocc  # noqa: E402
 from skocc import ConvAEOneClass, MultiViewConvAEOneClass  # noqa: E402
+from skocc._engine import PRECISIONS  # noqa: E402
 from skocc.losses import autoencoder_loss, reconstruction_error  # noqa: E402
 from skocc.nn import ConvAutoencoder, ImagePreprocess, MultiViewConvAutoencoder  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "throughput.json"
 
+WIDE = dict(channels=(32, 64, 128), latent_dim=64)
 CONFIGS = {
-    "ConvAE 28x28x1": (ConvAEOneClass, (1, 28, 28)),
-    "ConvAE 32x32x3": (ConvAEOneClass, (3, 32, 32)),
-    "MultiView 2x32x32x3": (MultiViewConvAEOneClass, (2, 3, 32, 32)),
+    "ConvAE 28x28x1": (ConvAEOneClass, (1, 28, 28), WIDE),
+    "ConvAE 32x32x3": (ConvAEOneClass, (3, 32, 32), WIDE),
+    "MultiView 2x32x32x3": (MultiViewConvAEOneClass, (2, 3, 32, 32), WIDE),
+    # A network so small that per-batch Python work would show: an upper
+    # bound on what the sklearn and skorch layers cost per batch.
+    "ConvAE 8x8x1 small net": (ConvAEOneClass, (1, 8, 8), dict(channels=(8,), latent_dim=8)),
 }
 
 
@@ -60,6 +78,47 @@ def make_data(shape, n, seed=0):
     return np.random.RandomState(seed).randint(0, 256, size=(n,) + shape, dtype=np.uint8)
 
 
+# ------------------------------------------------------------ measurement
+def _peak_rss_mib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+
+
+def _rss_mib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+
+
+def _reset_peak_rss():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def measure(fn, device):
+    """(seconds, peak memory rise in MiB) of ``fn()``; CUDA is synchronised around it."""
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        _reset_peak_rss()
+        base = _rss_mib()
+    start = time.perf_counter()
+    fn()
+    if cuda:
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    if cuda:
+        return seconds, (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    return seconds, _peak_rss_mib() - base
+
+
+# --------------------------------------------------------------- raw loop
 def raw_module(estimator_class, shape, params):
     """The module skocc builds, constructed by hand."""
     kwargs = dict(
@@ -73,69 +132,89 @@ def raw_module(estimator_class, shape, params):
     return ConvAutoencoder(input_shape=shape, **kwargs)
 
 
-def raw_epoch(module, optimizer, X, batch_size, beta, generator, device):
+def _autocast(device, precision):
+    dtype = PRECISIONS[precision]
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def raw_epoch(module, optimizer, X, batch_size, beta, generator, device, precision, scaler):
     module.train()
-    order = torch.randperm(len(X), generator=generator)
+    order = torch.randperm(len(X), generator=generator).to(X.device)
     for start in range(0, len(X), batch_size):
-        xb = X[order[start : start + batch_size]].to(device)
-        x, x_hat, z = module(xb)
-        loss = autoencoder_loss(x, x_hat, z, beta).mean()
+        xb = X[order[start : start + batch_size]].to(device, non_blocking=True)
+        with _autocast(device, precision):
+            x, x_hat, z = module(xb)
+        loss = autoencoder_loss(x.float(), x_hat.float(), z.float(), beta).mean()
         optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         loss.item()  # the one sync per batch a logging loop makes, as skorch does
 
 
-def raw_score(module, X, batch_size, device):
+def raw_score(module, X, batch_size, device, precision):
     module.eval()
     out = []
-    with torch.no_grad():
+    with torch.no_grad(), _autocast(device, precision):
         for start in range(0, len(X), batch_size):
-            x, x_hat, _ = module(X[start : start + batch_size].to(device))
+            x, x_hat, _ = module(X[start : start + batch_size].to(device, non_blocking=True))
             if x.ndim == 5:
                 x, x_hat = x.flatten(1, 2), x_hat.flatten(1, 2)
-            out.append(reconstruction_error(x, x_hat).cpu())
+            out.append(reconstruction_error(x.float(), x_hat.float()).cpu())
     return -torch.cat(out).double().numpy()
 
 
-def time_call(fn):
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def bench_config(name, estimator_class, shape, args):
-    params = dict(channels=(32, 64, 128), latent_dim=64, batch_size=args.batch_size, lr=1e-3)
+# ---------------------------------------------------------------- configs
+def bench_config(name, estimator_class, shape, net_params, args):
+    params = dict(**net_params, batch_size=args.batch_size, lr=1e-3)
     X = make_data(shape, args.n)
-    X_t = torch.from_numpy(X)
     device = torch.device(args.device)
-    rows = {key: [] for key in ("epoch_skocc", "epoch_raw", "fit_skocc", "fit_raw", "score_skocc", "score_raw")}
+    X_t = torch.from_numpy(X)
+    if device.type == "cuda":
+        X_t = X_t.to(device)  # a hand-written loop keeps a small data set on the GPU
+    keys = ("epoch", "fit", "score")
+    rows = {f"{k}_{side}": [] for k in keys for side in ("skocc", "raw")}
     # Round -1 warms up both sides (first-call kernel selection, allocator) and is dropped.
     for rep in range(-1, args.repeats):
         if rep == 0:
             rows = {key: [] for key in rows}
+        seed = max(rep, 0)
         model = estimator_class(
-            **params, max_epochs=1, device=args.device, random_state=max(rep, 0),
-            score_type="reconstruction",
+            **params, max_epochs=1, device=args.device, random_state=seed,
+            score_type="reconstruction", precision=args.precision,
         )
-        rows["fit_skocc"].append(time_call(lambda: model.fit(X)))
+        rows["fit_skocc"].append(measure(lambda: model.fit(X), device)[0])
         rows["epoch_skocc"].append(float(model.net_.history[-1, "dur"]))
 
-        torch.manual_seed(max(rep, 0))
+        torch.manual_seed(seed)
         module = raw_module(estimator_class, shape, params).to(device)
         optimizer = torch.optim.Adam(module.parameters(), lr=params["lr"])
-        generator = torch.Generator().manual_seed(max(rep, 0))
-        epoch = time_call(
-            lambda: raw_epoch(module, optimizer, X_t, args.batch_size, 0.1, generator, device)
-        )
-        rows["epoch_raw"].append(epoch)
-        rows["fit_raw"].append(epoch + time_call(lambda: raw_score(module, X_t, args.batch_size, device)))
+        scaler = torch.amp.GradScaler(device.type) if args.precision == "float16" else None
+        generator = torch.Generator().manual_seed(seed)
 
-        rows["score_skocc"].append(time_call(lambda: model.score_samples(X)))
-        rows["score_raw"].append(time_call(lambda: raw_score(module, X_t, args.batch_size, device)))
+        def raw_fit():
+            raw_fit.epoch = measure(
+                lambda: raw_epoch(module, optimizer, X_t, args.batch_size, 0.0, generator,
+                                  device, args.precision, scaler),
+                device,
+            )[0]
+            raw_score(module, X_t, args.batch_size, device, args.precision)
+
+        rows["fit_raw"].append(measure(raw_fit, device)[0])
+        rows["epoch_raw"].append(raw_fit.epoch)
+        rows["score_skocc"].append(measure(lambda: model.score_samples(X), device)[0])
+        rows["score_raw"].append(
+            measure(lambda: raw_score(module, X_t, args.batch_size, device, args.precision), device)[0]
+        )
     med = {key: float(np.median(v)) for key, v in rows.items()}
     return {
         "n": args.n,
+        "shape": shape,
+        "net": net_params,
         "times": rows,
         "median_s": med,
         "images_per_s": {key: args.n / v for key, v in med.items()},
@@ -147,75 +226,159 @@ def bench_config(name, estimator_class, shape, args):
     }
 
 
-def scaling_child(n, shape, device):
-    """Run in a subprocess: fit on 2,000 images, score n; print time and peak RSS."""
+def memory_child(name, side, args):
+    """Run in a fresh subprocess: one side's fit and score; print the peak memory rises."""
+    estimator_class, shape, net_params = CONFIGS[name]
+    X = make_data(shape, args.n)
+    device = torch.device(args.device)
+    # The first torch optimizer imports torch._dynamo (about 75 MiB): a one-time
+    # cost of torch, paid here so that neither side's measurement includes it.
+    torch.optim.Adam(torch.nn.Linear(1, 1).parameters())
+    if side == "skocc":
+        model = estimator_class(**net_params, batch_size=args.batch_size, max_epochs=1,
+                                device=args.device, random_state=0, precision=args.precision)
+        fit = measure(lambda: model.fit(X), device)[1]
+        score = measure(lambda: model.score_samples(X), device)[1]
+    else:
+        X_t = torch.from_numpy(X)
+        X_t = X_t.to(device) if device.type == "cuda" else X_t
+        torch.manual_seed(0)
+        module = raw_module(estimator_class, shape, net_params).to(device)
+        optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+        scaler = torch.amp.GradScaler(device.type) if args.precision == "float16" else None
+
+        def raw_fit():
+            raw_epoch(module, optimizer, X_t, args.batch_size, 0.0, torch.Generator().manual_seed(0),
+                      device, args.precision, scaler)
+            raw_score(module, X_t, args.batch_size, device, args.precision)
+
+        fit = measure(raw_fit, device)[1]
+        score = measure(lambda: raw_score(module, X_t, args.batch_size, device, args.precision),
+                        device)[1]
+    print(json.dumps({"fit_mib": fit, "score_mib": score, "data_mib": X.nbytes / 2**20}))
+
+
+def memory(name, args):
+    out = {}
+    for side in ("skocc", "raw"):
+        result = subprocess.run(
+            [sys.executable, __file__, "--memory-child", name, side, "--n", str(args.n),
+             "--batch-size", str(args.batch_size), "--device", args.device,
+             "--precision", args.precision],
+            capture_output=True, text=True, check=True,
+        )
+        out[side] = json.loads(result.stdout.strip().splitlines()[-1])
+    return out
+
+
+# ---------------------------------------------------------------- scaling
+SCALING_SHAPE = (1, 28, 28)
+
+
+def scaling_child(n, model_path, device):
+    """Run in a fresh subprocess: load the model, score n images, print time and memory."""
     torch.set_num_threads(1)
-    model = ConvAEOneClass(max_epochs=1, device=device, random_state=0).fit(make_data(shape, 2000))
-    X = make_data(shape, n, seed=1)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    seconds = time_call(lambda: model.score_samples(X))
-    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"n": n, "score_s": seconds, "peak_rss_mib_before": rss_before / 1024,
-                      "peak_rss_mib_after": rss_after / 1024, "data_mib": X.nbytes / 2**20}))
+    model = skocc.load(model_path, device=device)
+    X = make_data(SCALING_SHAPE, n, seed=1)
+    model.score_samples(X[:256])  # warm-up: first-call allocations are not scoring's
+    rss_before = _rss_mib()
+    seconds, rise = measure(lambda: model.score_samples(X), torch.device(device))
+    print(json.dumps({"n": n, "score_s": seconds, "rss_before_mib": rss_before,
+                      "peak_rise_mib": rise, "data_mib": X.nbytes / 2**20}))
 
 
 def scaling(args):
     out = []
-    for n in args.scaling:
-        result = subprocess.run(
-            [sys.executable, __file__, "--scaling-child", str(n), "--device", args.device],
-            capture_output=True, text=True, check=True,
-        )
-        out.append(json.loads(result.stdout.strip().splitlines()[-1]))
-        print(f"  n={n}: {out[-1]}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.skocc"
+        model = ConvAEOneClass(max_epochs=1, device=args.device, random_state=0,
+                               precision=args.precision)
+        skocc.save(model.fit(make_data(SCALING_SHAPE, 2000)), path)
+        for n in args.scaling:
+            result = subprocess.run(
+                [sys.executable, __file__, "--scaling-child", str(n), "--model", str(path),
+                 "--device", args.device],
+                capture_output=True, text=True, check=True,
+            )
+            out.append(json.loads(result.stdout.strip().splitlines()[-1]))
+            print(f"  n={n}: {out[-1]}", flush=True)
     return out
 
 
+# ------------------------------------------------------------------- main
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="float32", choices=sorted(PRECISIONS))
     parser.add_argument("--n", type=int, default=4096, help="images per fit/score measurement")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
-    parser.add_argument("--scaling", type=int, nargs="*", default=[1000, 10000, 100000])
+    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--scaling", type=int, nargs="*", default=[1000, 10000, 100000, 1000000])
     parser.add_argument("--scaling-child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--memory", action="store_true",
+                        help="also measure peak memory, one fresh subprocess per side")
+    parser.add_argument("--memory-child", nargs=2, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.scaling_child is not None:
-        scaling_child(args.scaling_child, (1, 28, 28), args.device)
+        scaling_child(args.scaling_child, args.model, args.device)
         return
-    env = environment(device=args.device, batch_size=args.batch_size, n=args.n, repeats=args.repeats)
+    if args.memory_child is not None:
+        memory_child(*args.memory_child, args)
+        return
+    env = environment(device=args.device, batch_size=args.batch_size, n=args.n,
+                      repeats=args.repeats, precision=args.precision)
     print(environment_line(env), flush=True)
     results = {"environment": env, "configs": {}}
     lines = [
-        "| configuration | fit epoch img/s skocc | raw | ratio | fit (whole call) ratio | score img/s skocc | raw | ratio |",
+        "| configuration | fit epoch img/s skocc | raw | ratio | fit (whole call) ratio "
+        "| score img/s skocc | raw | ratio |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    memory_lines = [
+        "| configuration | data (MiB) | peak rise fit (MiB) skocc | raw | peak rise score (MiB) skocc | raw |",
+        "|---|---|---|---|---|---|",
+    ]
     for name in args.configs:
-        estimator_class, shape = CONFIGS[name]
-        r = bench_config(name, estimator_class, shape, args)
-        results["configs"][name] = r
-        ips, ratio = r["images_per_s"], r["ratio"]
-        lines.append(
-            f"| {name} | {ips['epoch_skocc']:.0f} | {ips['epoch_raw']:.0f} | {ratio['fit epoch']:.3f} | "
-            f"{ratio['fit (whole call)']:.3f} | {ips['score_skocc']:.0f} | {ips['score_raw']:.0f} | "
-            f"{ratio['score']:.3f} |"
-        )
-        print(lines[-1], flush=True)
+        estimator_class, shape, net_params = CONFIGS[name]
+        r = results["configs"][name] = {}
+        if args.repeats:  # --repeats 0 --memory measures memory only
+            r.update(bench_config(name, estimator_class, shape, net_params, args))
+            ips, ratio = r["images_per_s"], r["ratio"]
+            lines.append(
+                f"| {name} | {ips['epoch_skocc']:.0f} | {ips['epoch_raw']:.0f} | "
+                f"{ratio['fit epoch']:.3f} | {ratio['fit (whole call)']:.3f} | "
+                f"{ips['score_skocc']:.0f} | {ips['score_raw']:.0f} | {ratio['score']:.3f} |"
+            )
+            print(lines[-1], flush=True)
+        if args.memory:
+            mem = r["peak_memory_rise_mib"] = memory(name, args)
+            memory_lines.append(
+                f"| {name} | {mem['skocc']['data_mib']:.1f} | {mem['skocc']['fit_mib']:.1f} | "
+                f"{mem['raw']['fit_mib']:.1f} | {mem['skocc']['score_mib']:.1f} | "
+                f"{mem['raw']['score_mib']:.1f} |"
+            )
+            print(memory_lines[-1], flush=True)
     if args.scaling:
-        print("scoring as n grows (ConvAE 28x28x1, one subprocess per n):", flush=True)
+        print("scoring as n grows (ConvAE 28x28x1, a fresh subprocess per n):", flush=True)
         results["scaling"] = scaling(args)
     print("\n" + environment_line(env) + f"\nmedians of {args.repeats} alternating rounds, "
-          f"n={args.n} images, batch {args.batch_size}, device {args.device}, OMP_NUM_THREADS as shown\n")
-    print("\n".join(lines))
+          f"n={args.n} images, batch {args.batch_size}, device {args.device}, "
+          f"precision {args.precision}\n")
+    if args.configs and args.repeats:
+        print("\n".join(lines))
+    if args.configs and args.memory:
+        print("\n" + "\n".join(memory_lines))
     if args.scaling:
-        print("\n| n | score s | images/s | peak RSS before scoring (MiB) | after (MiB) | data (MiB) |")
+        print("\n| n | score s | images/s | data (MiB) | RSS before scoring (MiB) "
+              "| peak rise while scoring (MiB) |")
         print("|---|---|---|---|---|---|")
         for row in results["scaling"]:
             print(f"| {row['n']} | {row['score_s']:.2f} | {row['n'] / row['score_s']:.0f} | "
-                  f"{row['peak_rss_mib_before']:.0f} | {row['peak_rss_mib_after']:.0f} | {row['data_mib']:.0f} |")
+                  f"{row['data_mib']:.0f} | {row['rss_before_mib']:.0f} | {row['peak_rise_mib']:.1f} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"\nwrote {args.out}")

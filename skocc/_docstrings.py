@@ -45,7 +45,21 @@ weight_decay : float, default=0.0
 device : str, default="auto"
     ``"auto"`` uses CUDA when available and the CPU otherwise; any device string
     torch accepts (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``). The device used
-    is ``device_``.
+    is ``device_``. On a CUDA device, training and scoring data of at most
+    1 GiB (and a quarter of the free GPU memory) is copied to the GPU once;
+    larger data travels batch by batch through pinned memory with
+    asynchronous copies, and the network runs in the channels-last memory
+    layout.
+precision : {"float32", "bfloat16", "float16"}, default="float32"
+    Numeric precision of the network's forward passes in training and
+    scoring: ``"bfloat16"`` and ``"float16"`` run them under ``torch.autocast``
+    (mixed precision; weights, losses and scores stay float32, scores are
+    returned as float64). ``"float16"`` also scales the loss
+    (``torch.amp.GradScaler``) so that small gradients do not underflow. Mixed
+    precision is for GPUs with fast half-precision units; on the CPU skocc's
+    benchmark measured it slower than float32 (float16 many times slower).
+    Refused with an error where torch cannot autocast to that precision on
+    the device.
 random_state : int, RandomState instance or None, default=None
     Seeds the weights' initialisation and the order of the batches. The global
     torch random state is not touched; ``None`` draws the seeds from NumPy's

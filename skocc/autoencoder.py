@@ -185,6 +185,7 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         lr=1e-3,
         weight_decay=0.0,
         device="auto",
+        precision="float32",
         random_state=None,
         verbose=0,
         callbacks=None,
@@ -210,6 +211,7 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         self.lr = lr
         self.weight_decay = weight_decay
         self.device = device
+        self.precision = precision
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
@@ -520,6 +522,7 @@ class MultiViewConvAEOneClass(ConvAEOneClass):
         lr=1e-3,
         weight_decay=0.0,
         device="auto",
+        precision="float32",
         random_state=None,
         verbose=0,
         callbacks=None,
@@ -546,6 +549,7 @@ class MultiViewConvAEOneClass(ConvAEOneClass):
             lr=lr,
             weight_decay=weight_decay,
             device=device,
+            precision=precision,
             random_state=random_state,
             verbose=verbose,
             callbacks=callbacks,

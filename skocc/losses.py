@@ -30,7 +30,10 @@ DIVERSITIES = ("direct", "det", "logdet")
 
 
 def _norm(v: torch.Tensor, norm: str) -> torch.Tensor:
-    v = v.flatten(1)
+    # Reduced in float32 even when autocast computed v in bfloat16 or float16:
+    # a sum over thousands of pixels would lose the small differences that
+    # separate anomalies. A no-op for float32 input.
+    v = v.flatten(1).float()
     if norm == "l2":
         return torch.linalg.vector_norm(v, dim=1)
     if norm == "squared_l2":

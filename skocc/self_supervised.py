@@ -188,6 +188,7 @@ class SelfSupervisedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         lr=1e-3,
         weight_decay=0.0,
         device="auto",
+        precision="float32",
         random_state=None,
         verbose=0,
         callbacks=None,
@@ -212,6 +213,7 @@ class SelfSupervisedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         self.lr = lr
         self.weight_decay = weight_decay
         self.device = device
+        self.precision = precision
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks

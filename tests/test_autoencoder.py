@@ -187,6 +187,8 @@ def test_torch_tensor_input(digits):
         ({"resolution": 0}, "'resolution' parameter"),
         ({"device": "cuda:0"}, "CUDA is not available"),
         ({"data_format": "nhwc"}, "'data_format' parameter"),
+        ({"precision": "float64"}, "'precision' parameter of ConvAEOneClass must be a str among"),
+        ({"net_params": {"precision": "bfloat16"}}, "use the estimator parameter 'precision'"),
     ],
 )
 def test_bad_parameters(params, match):

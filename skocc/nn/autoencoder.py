@@ -78,7 +78,19 @@ class SpectralNormalized(nn.Module):
         self.register_buffer("v", v)
 
     def sigma(self) -> torch.Tensor:
-        """Current estimate of the weight's spectral norm (differentiable in the weight)."""
+        """Current estimate of the weight's spectral norm (differentiable in the weight).
+
+        Always computed in float32, also under mixed-precision autocast: the
+        power iteration accumulates in its buffers and would drift at bfloat16's
+        three significant digits.
+        """
+        device_type = self.layer.weight.device.type
+        if torch.is_autocast_enabled(device_type):
+            with torch.autocast(device_type, enabled=False):
+                return self._sigma()
+        return self._sigma()
+
+    def _sigma(self) -> torch.Tensor:
         weight = self.layer.weight.flatten(1)
         if self.training:
             with torch.no_grad():

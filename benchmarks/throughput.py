@@ -14,6 +14,10 @@ For each configuration, in one process and alternating skocc / raw loop over
   ``offset_``), against the raw epoch plus a raw scoring pass.
 - **score**: images per second of ``score_samples`` against a raw
   ``torch.no_grad`` loop computing the same per-sample reconstruction error.
+- ``SelfSupervisedFeatures`` (rotation pretext, small encoder): the raw loop
+  trains ``skocc.nn.SelfSupervisedNet`` with ``skocc.losses.rotation_loss``
+  (4 rotated copies per image); its whole fit has no scoring pass, and
+  "score" is ``transform`` against a raw loop computing the same features.
 - **peak memory** (``--memory``): skocc's fit and score and the raw loop's,
   each side in a fresh subprocess (one per configuration and side), so that
   neither inherits the other's allocations: the rise of the peak resident
@@ -56,10 +60,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, environment_line  # noqa: E402
 
 import skocc  # noqa: E402
-from skocc import ConvAEOneClass, MultiViewConvAEOneClass  # noqa: E402
+from skocc import ConvAEOneClass, MultiViewConvAEOneClass, SelfSupervisedFeatures  # noqa: E402
 from skocc._engine import PRECISIONS  # noqa: E402
-from skocc.losses import autoencoder_loss, reconstruction_error  # noqa: E402
-from skocc.nn import ConvAutoencoder, ImagePreprocess, MultiViewConvAutoencoder  # noqa: E402
+from skocc.losses import autoencoder_loss, reconstruction_error, rotation_loss  # noqa: E402
+from skocc.nn import (  # noqa: E402
+    ConvAutoencoder,
+    ImagePreprocess,
+    MultiViewConvAutoencoder,
+    SelfSupervisedNet,
+)
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "throughput.json"
 
@@ -71,6 +80,14 @@ CONFIGS = {
     # A network so small that per-batch Python work would show: an upper
     # bound on what the sklearn and skorch layers cost per batch.
     "ConvAE 8x8x1 small net": (ConvAEOneClass, (1, 8, 8), dict(channels=(8,), latent_dim=8)),
+    # Rotation pretext (4 rotated copies per image, so 4x the images per step);
+    # "score" is transform (the features).
+    "SelfSupervised rotation 28x28x1": (
+        SelfSupervisedFeatures, (1, 28, 28), dict(pretext="rotation", width=16)
+    ),
+    "SelfSupervised rotation 32x32x3": (
+        SelfSupervisedFeatures, (3, 32, 32), dict(pretext="rotation", width=16)
+    ),
 }
 
 
@@ -121,6 +138,11 @@ def measure(fn, device):
 # --------------------------------------------------------------- raw loop
 def raw_module(estimator_class, shape, params):
     """The module skocc builds, constructed by hand."""
+    if estimator_class is SelfSupervisedFeatures:
+        return SelfSupervisedNet(
+            input_shape=shape, pretext=params["pretext"], width=params["width"],
+            preprocess=ImagePreprocess(),
+        )
     kwargs = dict(
         channels=params["channels"],
         latent_dim=params["latent_dim"],
@@ -143,8 +165,12 @@ def raw_epoch(module, optimizer, X, batch_size, beta, generator, device, precisi
     for start in range(0, len(X), batch_size):
         xb = X[order[start : start + batch_size]].to(device, non_blocking=True)
         with _autocast(device, precision):
-            x, x_hat, z = module(xb)
-        loss = autoencoder_loss(x.float(), x_hat.float(), z.float(), beta).mean()
+            out = module(xb)
+        if isinstance(module, SelfSupervisedNet):
+            loss = rotation_loss(*out).mean()
+        else:
+            x, x_hat, z = out
+            loss = autoencoder_loss(x.float(), x_hat.float(), z.float(), beta).mean()
         optimizer.zero_grad()
         if scaler is None:
             loss.backward()
@@ -161,11 +187,26 @@ def raw_score(module, X, batch_size, device, precision):
     out = []
     with torch.no_grad(), _autocast(device, precision):
         for start in range(0, len(X), batch_size):
-            x, x_hat, _ = module(X[start : start + batch_size].to(device, non_blocking=True))
+            xb = X[start : start + batch_size].to(device, non_blocking=True)
+            if isinstance(module, SelfSupervisedNet):
+                out.append(module.features(xb).float().cpu())
+                continue
+            x, x_hat, _ = module(xb)
             if x.ndim == 5:
                 x, x_hat = x.flatten(1, 2), x_hat.flatten(1, 2)
             out.append(reconstruction_error(x.float(), x_hat.float()).cpu())
     return -torch.cat(out).double().numpy()
+
+
+def skocc_estimator(estimator_class, params, seed, args):
+    extra = {} if estimator_class is SelfSupervisedFeatures else {"score_type": "reconstruction"}
+    return estimator_class(**params, max_epochs=1, device=args.device, random_state=seed,
+                           precision=args.precision, **extra)
+
+
+def skocc_score(model, X):
+    """What scoring means for the estimator: score_samples, or transform for features."""
+    return model.transform(X) if isinstance(model, SelfSupervisedFeatures) else model.score_samples(X)
 
 
 # ---------------------------------------------------------------- configs
@@ -183,10 +224,7 @@ def bench_config(name, estimator_class, shape, net_params, args):
         if rep == 0:
             rows = {key: [] for key in rows}
         seed = max(rep, 0)
-        model = estimator_class(
-            **params, max_epochs=1, device=args.device, random_state=seed,
-            score_type="reconstruction", precision=args.precision,
-        )
+        model = skocc_estimator(estimator_class, params, seed, args)
         rows["fit_skocc"].append(measure(lambda: model.fit(X), device)[0])
         rows["epoch_skocc"].append(float(model.net_.history[-1, "dur"]))
 
@@ -202,11 +240,12 @@ def bench_config(name, estimator_class, shape, net_params, args):
                                   device, args.precision, scaler),
                 device,
             )[0]
-            raw_score(module, X_t, args.batch_size, device, args.precision)
+            if estimator_class is not SelfSupervisedFeatures:  # no threshold to set
+                raw_score(module, X_t, args.batch_size, device, args.precision)
 
         rows["fit_raw"].append(measure(raw_fit, device)[0])
         rows["epoch_raw"].append(raw_fit.epoch)
-        rows["score_skocc"].append(measure(lambda: model.score_samples(X), device)[0])
+        rows["score_skocc"].append(measure(lambda: skocc_score(model, X), device)[0])
         rows["score_raw"].append(
             measure(lambda: raw_score(module, X_t, args.batch_size, device, args.precision), device)[0]
         )
@@ -235,10 +274,9 @@ def memory_child(name, side, args):
     # cost of torch, paid here so that neither side's measurement includes it.
     torch.optim.Adam(torch.nn.Linear(1, 1).parameters())
     if side == "skocc":
-        model = estimator_class(**net_params, batch_size=args.batch_size, max_epochs=1,
-                                device=args.device, random_state=0, precision=args.precision)
+        model = skocc_estimator(estimator_class, dict(net_params, batch_size=args.batch_size), 0, args)
         fit = measure(lambda: model.fit(X), device)[1]
-        score = measure(lambda: model.score_samples(X), device)[1]
+        score = measure(lambda: skocc_score(model, X), device)[1]
     else:
         X_t = torch.from_numpy(X)
         X_t = X_t.to(device) if device.type == "cuda" else X_t
@@ -250,7 +288,8 @@ def memory_child(name, side, args):
         def raw_fit():
             raw_epoch(module, optimizer, X_t, args.batch_size, 0.0, torch.Generator().manual_seed(0),
                       device, args.precision, scaler)
-            raw_score(module, X_t, args.batch_size, device, args.precision)
+            if estimator_class is not SelfSupervisedFeatures:
+                raw_score(module, X_t, args.batch_size, device, args.precision)
 
         fit = measure(raw_fit, device)[1]
         score = measure(lambda: raw_score(module, X_t, args.batch_size, device, args.precision),

@@ -90,10 +90,10 @@ class TwoStageOneClass(OutlierMixin, BaseEstimator):
     detectors_ : list of estimator
         One fitted detector per quarter turn scored: ``[detector_]``, or four
         with ``rotation_ensemble=True``.
-    score_mean_ : ndarray of shape (len(detectors_),)
-        Mean training score of every detector (used to standardise the
+    score_mean_ : ndarray of shape (n_detectors,)
+        Mean training score of every detector in ``detectors_`` (used to standardise the
         rotation ensemble).
-    score_std_ : ndarray of shape (len(detectors_),)
+    score_std_ : ndarray of shape (n_detectors,)
         Their standard deviations (1 where constant).
     gamma_ : float or None
         The RBF parameter used (None for detectors that have none).

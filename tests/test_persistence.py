@@ -58,15 +58,20 @@ def _copy(saved, tmp_path):
 
 # ---------------------------------------------------------------- round trips
 def test_every_public_estimator_is_registered():
+    # Every public estimator that trains a network; TwoStageOneClass holds a
+    # scikit-learn detector that only pickle can store, and skocc.save refuses it.
     public = {
         name
         for name in skocc.__all__
         if isinstance(getattr(skocc, name), type) and issubclass(getattr(skocc, name), BaseEstimator)
     }
-    assert set(registered_estimators()) == public
+    assert set(registered_estimators()) == public - {"TwoStageOneClass"}
 
 
-@pytest.mark.parametrize("estimator", fast_estimators(), ids=lambda e: type(e).__name__)
+SAVABLE = [e for e in fast_estimators() if type(e).__name__ in registered_estimators()]
+
+
+@pytest.mark.parametrize("estimator", SAVABLE, ids=lambda e: type(e).__name__)
 def test_round_trip_gives_identical_scores(estimator, tmp_path):
     X = _images(estimator)
     model = estimator.fit(X)
@@ -74,7 +79,8 @@ def test_round_trip_gives_identical_scores(estimator, tmp_path):
     loaded = skocc.load(tmp_path / "model.skocc")
     assert type(loaded) is type(model)
     assert loaded.get_params() == model.get_params()
-    for method in ("score_samples", "decision_function", "predict"):
+    methods = ("score_samples", "decision_function", "predict")
+    for method in methods if hasattr(model, "score_samples") else ("transform",):
         np.testing.assert_array_equal(getattr(loaded, method)(X), getattr(model, method)(X))
     for name in type(model)._persisted_attributes:
         np.testing.assert_array_equal(getattr(loaded, name), getattr(model, name))
@@ -82,7 +88,9 @@ def test_round_trip_gives_identical_scores(estimator, tmp_path):
     assert loaded.device_ == "cpu"
     assert list(loaded.net_.history) == json.loads(json.dumps(list(model.net_.history)))
     # Loaded models can be refitted and pickled like fitted ones.
-    assert pickle.loads(pickle.dumps(loaded)).score_samples(X[:3]).shape == (3,)
+    again = pickle.loads(pickle.dumps(loaded))
+    out = again.score_samples(X[:3]) if hasattr(again, "score_samples") else again.transform(X[:3])
+    assert out.shape[0] == 3
 
 
 def test_round_trip_keeps_feature_names_and_settings(tmp_path):

@@ -27,6 +27,7 @@ from ._engine import (
     check_precision,
     device_resident,
 )
+from ._outlier import OutlierContractMixin
 from .images import DATA_FORMATS, check_images
 
 
@@ -411,7 +412,7 @@ class BaseDeepImageModel(BaseEstimator):
         return tags
 
 
-class BaseDeepOneClass(OutlierMixin, BaseDeepImageModel):
+class BaseDeepOneClass(OutlierContractMixin, OutlierMixin, BaseDeepImageModel):
     """Base class of skocc's deep one-class estimators.
 
     Adds scikit-learn's outlier contract, that of
@@ -477,51 +478,4 @@ class BaseDeepOneClass(OutlierMixin, BaseDeepImageModel):
                 stacklevel=2,
             )
         return scores
-
-    def anomaly_score(self, X):
-        """Anomaly score of every sample: higher means more anomalous.
-
-        ``-score_samples(X)``, the convention of PyOD's ``decision_function``.
-
-        Parameters
-        ----------
-        X : array-like
-            Images in a layout accepted by ``fit``.
-
-        Returns
-        -------
-        scores : ndarray of shape (n_samples,), dtype float64
-        """
-        return -self.score_samples(X)
-
-    def decision_function(self, X):
-        """``score_samples(X) - offset_``: negative for predicted anomalies.
-
-        Parameters
-        ----------
-        X : array-like
-            Images in a layout accepted by ``fit``.
-
-        Returns
-        -------
-        decision : ndarray of shape (n_samples,), dtype float64
-        """
-        return self.score_samples(X) - self.offset_
-
-    def predict(self, X):
-        """+1 for predicted inliers, -1 for predicted anomalies.
-
-        Parameters
-        ----------
-        X : array-like
-            Images in a layout accepted by ``fit``.
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,), dtype int
-        """
-        decision = self.decision_function(X)
-        labels = np.ones(decision.shape[0], dtype=int)
-        labels[~(decision >= 0)] = -1  # NaN scores are anomalies, not inliers
-        return labels
 

@@ -18,6 +18,8 @@ from sklearn.covariance import LedoitWolf
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._outlier import OutlierContractMixin
+
 __all__ = ["GaussianDensity", "GaussianKDE", "scaled_gamma"]
 
 # Rows used by the median-distance rule: all of them up to this many, else an
@@ -48,41 +50,12 @@ def scaled_gamma(X, factor=10.0):
     return float(factor / ((var if var > 0 else 1.0) * X.shape[1]))
 
 
-class _Detector(OutlierMixin, BaseEstimator):
-    """``offset_`` from ``contamination``; ``decision_function`` and ``predict``."""
+class _Detector(OutlierContractMixin, OutlierMixin, BaseEstimator):
+    """``offset_`` from ``contamination``; the rest of the outlier contract from the mixin."""
 
     def _set_offset(self, X):
         scores = self.score_samples(X)
         self.offset_ = float(np.percentile(scores, 100.0 * self.contamination))
-
-    def decision_function(self, X):
-        """``score_samples(X) - offset_``: negative for predicted anomalies.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        decision : ndarray of shape (n_samples,)
-        """
-        return self.score_samples(X) - self.offset_
-
-    def predict(self, X):
-        """+1 for predicted inliers, -1 for predicted anomalies.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,), dtype int
-        """
-        decision = self.decision_function(X)
-        labels = np.ones(decision.shape[0], dtype=int)
-        labels[~(decision >= 0)] = -1
-        return labels
 
 
 class GaussianKDE(_Detector):

@@ -11,6 +11,7 @@ from sklearn.svm import OneClassSVM
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._outlier import OutlierContractMixin
 from .detectors import GaussianDensity, GaussianKDE, scaled_gamma
 from .self_supervised import SelfSupervisedFeatures
 
@@ -19,7 +20,7 @@ __all__ = ["TwoStageOneClass"]
 DETECTORS = ("kde", "ocsvm", "gde")
 
 
-class TwoStageOneClass(OutlierMixin, BaseEstimator):
+class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
     """Self-supervised features and a classical one-class detector, as one estimator.
 
     The framework of Sohn et al. (ICLR 2021): a network learns a
@@ -265,51 +266,6 @@ class TwoStageOneClass(OutlierMixin, BaseEstimator):
             axis=1,
         )
         return self._combine(scores)
-
-    def anomaly_score(self, X):
-        """``-score_samples(X)``: higher means more anomalous (PyOD's convention).
-
-        Parameters
-        ----------
-        X : array-like
-            Images in a layout accepted by ``fit``.
-
-        Returns
-        -------
-        scores : ndarray of shape (n_samples,), dtype float64
-        """
-        return -self.score_samples(X)
-
-    def decision_function(self, X):
-        """``score_samples(X) - offset_``: negative for predicted anomalies.
-
-        Parameters
-        ----------
-        X : array-like
-            Images in a layout accepted by ``fit``.
-
-        Returns
-        -------
-        decision : ndarray of shape (n_samples,), dtype float64
-        """
-        return self.score_samples(X) - self.offset_
-
-    def predict(self, X):
-        """+1 for predicted inliers, -1 for predicted anomalies.
-
-        Parameters
-        ----------
-        X : array-like
-            Images in a layout accepted by ``fit``.
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,), dtype int
-        """
-        decision = self.decision_function(X)
-        labels = np.ones(decision.shape[0], dtype=int)
-        labels[~(decision >= 0)] = -1
-        return labels
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -8,7 +8,7 @@ with scikit-learn's outlier contract (``score_samples`` higher = more normal,
 from __future__ import annotations
 
 import math
-from numbers import Real
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._outlier import OutlierContractMixin
+from .base import resolve_device
 
 __all__ = ["GaussianDensity", "GaussianKDE", "scaled_gamma"]
 
@@ -46,6 +47,10 @@ def scaled_gamma(X, factor=10.0):
         ``inf`` is never returned: constant ``X`` gives ``factor / d``.
     """
     X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] == 0:
+        raise ValueError(
+            f"scaled_gamma needs a 2-D array (n_samples, n_features); got shape {X.shape}."
+        )
     var = float(X.var())
     return float(factor / ((var if var > 0 else 1.0) * X.shape[1]))
 
@@ -80,14 +85,16 @@ class GaussianKDE(_Detector):
         Kernel standard deviation ``h``. ``"auto"``: ``h = 1 / sqrt(2 gamma)``
         with ``gamma = 10 / (Var(X) * d)`` (:func:`scaled_gamma`, the rule of
         Sohn et al. for self-supervised features); ``"median"``: the median
-        distance between training points divided by ``sqrt(2)``. The value
-        used is ``bandwidth_``.
+        distance between training points divided by ``sqrt(2)`` (1 when that
+        distance is 0, e.g. for one training point). The value used is
+        ``bandwidth_``.
     contamination : float, default=0.05
         Proportion of training samples predicted -1; sets ``offset_``.
     batch_size : int, default=1024
         Query rows per batch.
     device : str, default="cpu"
-        Torch device of the computation (``"cuda"`` for large problems).
+        Torch device of the computation (``"cuda"`` for large problems);
+        ``"auto"`` uses CUDA when available at scoring time, else the CPU.
 
     Attributes
     ----------
@@ -110,7 +117,7 @@ class GaussianKDE(_Detector):
     _parameter_constraints: dict = {
         "bandwidth": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto", "median"})],
         "contamination": [Interval(Real, 0, 0.5, closed="right")],
-        "batch_size": [Interval(Real, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str],
     }
 
@@ -135,7 +142,7 @@ class GaussianKDE(_Detector):
         self : object
         """
         X = validate_data(self, X, dtype=np.float64, reset=True)
-        torch.device(self.device)  # a clear error for a bad device string, before any work
+        resolve_device(self.device)  # a clear error for a bad device, before any work
         if self.bandwidth == "auto":
             self.bandwidth_ = float(1.0 / math.sqrt(2.0 * scaled_gamma(X)))
         elif self.bandwidth == "median":
@@ -163,7 +170,7 @@ class GaussianKDE(_Detector):
         """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        device = torch.device(self.device)
+        device = torch.device(resolve_device(self.device))
         train = torch.from_numpy(self.X_fit_).to(device)
         n, d = train.shape
         h2 = self.bandwidth_**2

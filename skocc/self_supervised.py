@@ -100,8 +100,10 @@ class SelfSupervisedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     inlier_label : int, float, str, bool or None, default=None
         ``None``: ``fit`` ignores ``y``. Otherwise ``fit(X, y)`` learns only
         from the samples with ``y == inlier_label``, as the detectors of skocc
-        do, so that a ``Pipeline`` refitted by ``GridSearchCV`` on labelled
-        data learns its features from normal images only.
+        do, so that a ``GridSearchCV`` refit on labelled data trains the
+        network on normal images only. In a ``Pipeline`` the next step still
+        sees every row (``transform`` returns them all);
+        :class:`TwoStageOneClass` fits its detector on the inliers only.
     {{data_params}}
     {{training_params}}
 

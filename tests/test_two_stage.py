@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, clone
 from sklearn.covariance import LedoitWolf
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import roc_auc_score
@@ -83,6 +83,20 @@ def test_gaussian_kde_contract_and_input_untouched():
     np.testing.assert_allclose(kde.decision_function(X), kde.score_samples(X) - kde.offset_)
     with pytest.raises(ValueError, match="features"):
         kde.score_samples(rng.normal(size=(3, 5)))
+
+
+def test_detector_parameters_are_checked():
+    X = np.random.default_rng(5).normal(size=(20, 3))
+    with pytest.raises(ValueError, match="batch_size"):
+        GaussianKDE(batch_size=2.5).fit(X)
+    with pytest.raises(ValueError, match="device"):
+        GaussianKDE(device="gpu0").fit(X)
+    # "auto" is the CPU here, and the scores are those of device="cpu".
+    np.testing.assert_array_equal(
+        GaussianKDE(device="auto").fit(X).score_samples(X), GaussianKDE().fit(X).score_samples(X)
+    )
+    with pytest.raises(ValueError, match="2-D"):
+        scaled_gamma(np.ones(5))
 
 
 def test_gaussian_density_matches_scipy():
@@ -243,13 +257,25 @@ def test_rotation_ensemble_adds_standardised_scores_of_four_turns(digits):
     assert np.mean(model.predict(X) == -1) == pytest.approx(0.05, abs=0.02)
 
 
-def test_rotation_ensemble_needs_rotatable_features(digits):
-    from skocc import ConvAEOneClass
+class _NoRotations(BaseEstimator):
+    fits = 0
 
+    def fit(self, X, y=None):
+        type(self).fits += 1
+        return self
+
+    def transform(self, X):
+        return np.asarray(X).reshape(len(X), -1)
+
+
+def test_rotation_ensemble_needs_rotatable_features_and_says_so_before_training(digits):
     X, _, _ = _digit(digits)
-    ae = ConvAEOneClass(channels=(4,), latent_dim=2, max_epochs=1, device="cpu", random_state=0)
+    _NoRotations.fits = 0
     with pytest.raises(ValueError, match="rotation_ensemble"):
-        TwoStageOneClass(ae, "gde", rotation_ensemble=True).fit(X)
+        TwoStageOneClass(_NoRotations(), "gde", rotation_ensemble=True).fit(X)
+    assert _NoRotations.fits == 0
+    model = TwoStageOneClass(_NoRotations(), "gde", rotation_ensemble=False).fit(X)
+    assert model.score_samples(X[:3]).shape == (3,)
 
 
 def test_two_stage_equals_its_pipeline(digits):

@@ -32,7 +32,7 @@ def _check_crop_scale(crop_scale):
     return lo, hi
 
 
-@with_defaults(max_epochs=10, batch_size=32)
+@with_defaults(max_epochs=20, batch_size=32)
 @fill_doc
 class SelfSupervisedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeepImageModel):
     """Image features learned by self-supervision on normal images.
@@ -185,7 +185,7 @@ class SelfSupervisedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         normalize=None,
         data_format="auto",
         image_shape=None,
-        max_epochs=10,
+        max_epochs=20,
         batch_size=32,
         lr=1e-3,
         weight_decay=0.0,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from numbers import Integral, Real
 
+import numpy as np
 import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import TransformerTags
@@ -261,17 +262,25 @@ class SelfSupervisedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         return self._transform(X)
 
     def _transform(self, X, quarter_turns=0):
-        """Features of ``X`` rotated by ``quarter_turns`` (on the device, batched)."""
+        """Features of ``X`` rotated by ``quarter_turns`` (on the device, batched).
+
+        A tuple of turns gives a list of arrays, one per turn, from one read of
+        ``X`` and one pass over its batches.
+        """
         check_is_fitted(self)
         images = self._validate_images(X, reset=False)
         layer = self.feature_layer
         if layer not in FEATURE_LAYERS:
             raise ValueError(f"feature_layer must be one of {FEATURE_LAYERS}; got {layer!r}.")
-        return self._map_batches(
+        single = isinstance(quarter_turns, Integral)
+        turns = (int(quarter_turns),) if single else tuple(quarter_turns)
+        out = self._map_batches(
             images,
-            lambda module, xb: module.features(xb, layer, quarter_turns),
+            lambda module, xb: torch.cat([module.features(xb, layer, k) for k in turns], dim=1),
             dtype=torch.float32,
         )
+        parts = np.split(out, len(turns), axis=1)
+        return parts[0] if single else parts
 
     @property
     def _n_features_out(self):

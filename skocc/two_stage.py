@@ -206,8 +206,7 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
             # from; only those are transformed.
             X = _safe_indexing(X, np.asarray(y).ravel() == selected)
         detectors, gammas, scores = [], [], []
-        for k in turns:
-            train = features.transform(X) if k == 0 else features._transform(X, quarter_turns=k)
+        for train in self._features_per_turn(features, X, turns):
             detector, gamma = self._make_detector(train)
             detector.fit(train)
             detectors.append(detector)
@@ -236,6 +235,13 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
                 f"(SelfSupervisedFeatures); got {type(features).__name__}."
             )
         return (0, 1, 2, 3)
+
+    @staticmethod
+    def _features_per_turn(features, X, turns):
+        """One feature array per quarter turn in ``turns``; one pass over ``X``."""
+        if turns == (0,):
+            return [features.transform(X)]
+        return features._transform(X, quarter_turns=turns)
 
     def _combine(self, scores):
         """The score from one column per detector (one detector: its score as is)."""
@@ -272,10 +278,8 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         scores : ndarray of shape (n_samples,), dtype float64
         """
         check_is_fitted(self)
-        if len(self.detectors_) == 1:
-            features = [self.features_.transform(X)]
-        else:
-            features = [self.features_._transform(X, quarter_turns=k) for k in range(4)]
+        turns = tuple(range(len(self.detectors_)))
+        features = self._features_per_turn(self.features_, X, turns)
         scores = np.stack(
             [np.asarray(d.score_samples(f), dtype=np.float64) for d, f in zip(self.detectors_, features)],
             axis=1,

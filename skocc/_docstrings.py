@@ -96,9 +96,29 @@ diversity_gamma : float, default=1.0
     ``gamma`` of the Gaussian similarity between units.""",
     "threshold_params": """
 contamination : float, default=0.05
-    Expected proportion of anomalies in the training data, in (0, 0.5]. Sets
-    ``offset_`` so that this fraction of training samples is predicted -1
-    (0.05: the 95th percentile of training anomaly scores is the threshold).
+    The share of new *normal* images that ``predict`` may flag -1 (false
+    alarms), in (0, 0.5]. Sets ``offset_``: with ``calibration="holdout"``,
+    the split-conformal quantile of the scores of normal images held out of
+    training, so that a new normal image exchangeable with them is flagged
+    with probability at most ``contamination`` (and close to it); see the user
+    guide, "Thresholds you can trust".
+calibration : {"holdout", "train"}, default="holdout"
+    Where the threshold comes from. ``"holdout"``: ``fit`` holds out
+    ``calibration_size`` of the (inlier) training images, drawn with
+    ``random_state``, trains on the rest and calibrates ``offset_`` on the
+    held-out ones. ``"train"``: scikit-learn's definition, the
+    ``contamination`` quantile of the training scores, on a model trained on
+    every image; a deep model scores its own training images better than new
+    ones, so this flags more than ``contamination`` of new normal images, by
+    an amount that depends on the model and the data. Either way,
+    ``calibrate(X)`` re-sets the threshold from new normal images.
+calibration_size : float, default=0.2
+    Share of the training images held out for ``calibration="holdout"``, in
+    (0, 1). At least ``ceil(1 / contamination - 1)`` images (19 for 0.05, 99
+    for 0.01) are held out, the fewest for which the conformal threshold
+    exists; when that would leave fewer training than held-out images,
+    nothing is held out, ``offset_`` is the training quantile and a
+    :class:`~skocc.conformal.CalibrationWarning` says so.
 inlier_label : int, float, str, bool or None, default=None
     ``None``: ``fit`` ignores ``y``, as scikit-learn's outlier detectors do.
     Otherwise ``fit(X, y)`` trains only on the samples with
@@ -114,6 +134,10 @@ net_ : skocc._engine.OneClassNet
 offset_ : float
     Threshold on ``score_samples``: ``decision_function = score_samples -
     offset_``.
+calibration_scores_ : ndarray of shape (n_calibration,)
+    Sorted ``score_samples`` of the images ``offset_`` was calibrated on (the
+    held-out images, those given to ``calibrate``, or the training images
+    with ``calibration="train"``): the reference of ``pvalues``.
 device_ : str
     Device the network lives on.
 image_shape_ : tuple of int

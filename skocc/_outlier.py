@@ -1,16 +1,204 @@
-"""The part of scikit-learn's outlier contract that follows from ``score_samples`` and ``offset_``."""
+"""scikit-learn's outlier contract, and the threshold that makes ``predict`` keep its promise.
+
+One owner for ``offset_``: every skocc detector holds out normal images in
+``fit`` (or takes them later in ``calibrate``), and sets ``offset_`` to the
+split-conformal quantile of their scores (:mod:`skocc.conformal`).
+"""
 
 from __future__ import annotations
 
+import math
+import warnings
+from numbers import Real
+
 import numpy as np
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+
+from .conformal import (
+    CalibrationWarning,
+    conformal_pvalues,
+    conformal_threshold,
+    min_calibration_size,
+)
+
+#: Accepted values of the ``calibration`` parameter.
+CALIBRATIONS = ("holdout", "train")
+
+# The constraints every detector adds for its threshold.
+THRESHOLD_CONSTRAINTS = {
+    "contamination": [Interval(Real, 0, 0.5, closed="right")],
+    "calibration": [StrOptions(set(CALIBRATIONS))],
+    "calibration_size": [Interval(Real, 0, 1, closed="neither")],
+}
+
+
+def labels_from_decision(decision):
+    """+1 where ``decision >= 0``, else -1: NaN decisions are anomalies, not inliers."""
+    decision = np.asarray(decision)
+    labels = np.ones(decision.shape[0], dtype=int)
+    labels[~(decision >= 0)] = -1
+    return labels
+
+
+def select_inliers(y, inlier_label, n_samples, caller):
+    """Boolean mask of the samples labelled ``inlier_label``; checks the label convention.
+
+    Refuses PyOD's 0/1 labels (1 = anomaly) with ``inlier_label=1``, which
+    would otherwise train on the anomalies without a word.
+    """
+    if y is None:
+        raise ValueError(
+            f"{caller}(inlier_label={inlier_label!r}) trains only on the samples "
+            "whose label y equals inlier_label, but fit was called without y. Pass "
+            "y, or set inlier_label=None to train on every sample."
+        )
+    y = column_or_1d(y)
+    if y.shape[0] != n_samples:
+        raise ValueError(f"{caller}: X has {n_samples} samples but y has {y.shape[0]}.")
+    labels = np.unique(y)
+    if (
+        inlier_label is not True
+        and isinstance(inlier_label, Real)
+        and inlier_label == 1
+        and labels.dtype.kind in "iuf"
+        and labels.size == 2
+        and set(labels.tolist()) == {0, 1}
+    ):
+        raise ValueError(
+            f"{caller} expects labels inlier_label=1 (normal) and -1 (anomaly); y holds "
+            "0 and 1. For 0/1 labels with 1 = anomaly (PyOD's convention) pass "
+            "inlier_label=0; if 0 marks the anomalies, relabel y to +1/-1."
+        )
+    mask = y == inlier_label
+    if not np.any(mask):
+        shown = ", ".join(repr(v) for v in labels[:10].tolist())
+        more = f" and {labels.size - 10} more" if labels.size > 10 else ""
+        raise ValueError(
+            f"No sample has y == inlier_label={inlier_label!r}, so {caller} has "
+            f"nothing to train on; y holds the labels {shown}{more}."
+        )
+    return mask
 
 
 class OutlierContractMixin:
-    """``anomaly_score``, ``decision_function`` and ``predict`` from ``score_samples``.
+    """``offset_``, calibration, p-values, ``decision_function`` and ``predict``.
 
-    For estimators that define ``score_samples`` (higher = more normal) and a
-    fitted ``offset_``, as :class:`sklearn.svm.OneClassSVM` does.
+    For estimators that define ``score_samples`` (higher = more normal) and
+    the parameters ``contamination``, ``calibration`` and
+    ``calibration_size``. ``fit`` calls :meth:`_calibration_split` to hold
+    normal images out of training, then :meth:`_set_threshold` with their
+    scores (or with the training scores, for ``calibration="train"``).
     """
+
+    # ------------------------------------------------------------ fit helpers
+    def _calibration_split(self, n_samples, seed):
+        """Indices ``(train, calibration)``; ``calibration`` is None when nothing is held out.
+
+        ``ceil(calibration_size * n)`` samples, and at least
+        :func:`~skocc.conformal.min_calibration_size` of ``contamination``,
+        are held out, drawn with ``seed``. When that would leave fewer
+        training than calibration samples, nothing is held out and a
+        :class:`~skocc.conformal.CalibrationWarning` says so.
+        """
+        everything = np.arange(n_samples)
+        if self.calibration == "train":
+            return everything, None
+        needed = min_calibration_size(self.contamination)
+        n_calibration = max(int(math.ceil(self.calibration_size * n_samples)), needed)
+        if n_calibration > n_samples // 2:
+            warnings.warn(
+                f"{type(self).__name__} got {n_samples} normal samples: too few to hold out "
+                f"the {needed} that a threshold at contamination={self.contamination} "
+                "needs and train on at least as many. offset_ is the training-score "
+                "quantile instead, which flags more than contamination of new normal "
+                f"samples. Call calibrate(X) with at least {needed} new normal samples, "
+                "or pass calibration='train' to silence this.",
+                CalibrationWarning,
+                stacklevel=4,
+            )
+            return everything, None
+        order = np.random.RandomState(seed).permutation(n_samples)
+        return np.sort(order[n_calibration:]), np.sort(order[:n_calibration])
+
+    def _set_threshold(self, scores, *, held_out):
+        """``calibration_scores_`` and ``offset_`` from ``scores``.
+
+        Held-out scores give the split-conformal threshold; training scores
+        (``held_out=False``) give scikit-learn's training quantile.
+        """
+        scores = np.sort(np.asarray(scores, dtype=np.float64))
+        if held_out:
+            offset = conformal_threshold(scores, self.contamination)
+        else:
+            offset = float(np.percentile(scores, 100.0 * self.contamination))
+        self.calibration_scores_ = scores
+        self.offset_ = offset
+
+    # ------------------------------------------------------------ public
+    def calibrate(self, X):
+        """Set the threshold from new normal samples, without retraining.
+
+        ``offset_`` becomes the split-conformal threshold of the samples'
+        scores at ``contamination``, and their scores become the reference of
+        :meth:`pvalues`. Nothing else changes: the network, the detector and
+        ``score_samples`` are untouched. Use it with normal images from a
+        production line, after a change of lighting, or on a loaded model.
+
+        For a new normal sample whose score is exchangeable with those of
+        ``X`` (same source, no drift), ``predict`` returns -1 with probability
+        at most ``contamination`` (see :mod:`skocc.conformal`).
+
+        Parameters
+        ----------
+        X : array-like
+            Normal samples the model was not trained on, in a form ``fit``
+            accepts; at least ``ceil(1 / contamination - 1)`` of them (19 for
+            0.05), and more for a threshold that varies less.
+
+        Returns
+        -------
+        self : object
+            The estimator, recalibrated.
+        """
+        check_is_fitted(self)
+        scores = self.score_samples(X)
+        needed = min_calibration_size(self.contamination)
+        if scores.shape[0] < needed:
+            raise ValueError(
+                f"calibrate needs at least {needed} normal samples in X for "
+                f"contamination={self.contamination}; got {scores.shape[0]}."
+            )
+        self._set_threshold(scores, held_out=True)
+        return self
+
+    def pvalues(self, X):
+        """Conformal p-values of the samples: small means anomalous.
+
+        ``(1 + #{calibration scores <= s(x)}) / (n + 1)``, against the
+        ``n`` scores in ``calibration_scores_`` (held out by ``fit``, or given
+        to :meth:`calibrate`). For a normal sample exchangeable with the
+        calibration samples, ``P(p <= t) <= t`` for every ``t``: flag
+        ``pvalues(X) <= 0.01`` for at most 1 % false alarms, or pass them to
+        :func:`skocc.conformal.benjamini_hochberg` to bound the share of
+        normal samples among those flagged. With ``calibration="train"``
+        (or when ``fit`` had too few samples to hold any out) the reference
+        is the training scores, and the guarantee does not hold.
+
+        ``predict(X) == -1`` exactly where ``pvalues(X) <= contamination``,
+        when the threshold is conformal.
+
+        Parameters
+        ----------
+        X : array-like
+            Samples in a form ``fit`` accepts.
+
+        Returns
+        -------
+        pvalues : ndarray of shape (n_samples,), dtype float64
+        """
+        check_is_fitted(self)
+        return conformal_pvalues(self.score_samples(X), self.calibration_scores_)
 
     def anomaly_score(self, X):
         """Anomaly score of every sample: higher means more anomalous.
@@ -54,7 +242,14 @@ class OutlierContractMixin:
         -------
         labels : ndarray of shape (n_samples,), dtype int
         """
-        decision = self.decision_function(X)
-        labels = np.ones(decision.shape[0], dtype=int)
-        labels[~(decision >= 0)] = -1  # NaN scores are anomalies, not inliers
-        return labels
+        return labels_from_decision(self.decision_function(X))
+
+
+__all__ = [
+    "CALIBRATIONS",
+    "THRESHOLD_CONSTRAINTS",
+    "CalibrationWarning",
+    "OutlierContractMixin",
+    "labels_from_decision",
+    "select_inliers",
+]

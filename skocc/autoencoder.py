@@ -175,6 +175,8 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         diversity_weight=0.1,
         diversity_gamma=1.0,
         contamination=0.05,
+        calibration="holdout",
+        calibration_size=0.2,
         inlier_label=None,
         resolution=None,
         normalize=None,
@@ -201,6 +203,8 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         self.diversity_weight = diversity_weight
         self.diversity_gamma = diversity_gamma
         self.contamination = contamination
+        self.calibration = calibration
+        self.calibration_size = calibration_size
         self.inlier_label = inlier_label
         self.resolution = resolution
         self.normalize = normalize
@@ -512,6 +516,8 @@ class MultiViewConvAEOneClass(ConvAEOneClass):
         diversity_weight=0.1,
         diversity_gamma=1.0,
         contamination=0.05,
+        calibration="holdout",
+        calibration_size=0.2,
         inlier_label=None,
         resolution=None,
         normalize=None,
@@ -539,6 +545,8 @@ class MultiViewConvAEOneClass(ConvAEOneClass):
             diversity_weight=diversity_weight,
             diversity_gamma=diversity_gamma,
             contamination=contamination,
+            calibration=calibration,
+            calibration_size=calibration_size,
             inlier_label=inlier_label,
             resolution=resolution,
             normalize=normalize,

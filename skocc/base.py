@@ -12,12 +12,7 @@ import torch
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import (
-    _check_feature_names,
-    check_consistent_length,
-    check_is_fitted,
-    column_or_1d,
-)
+from sklearn.utils.validation import _check_feature_names, check_is_fitted
 from skorch.callbacks import ProgressBar
 
 from ._engine import (
@@ -27,7 +22,7 @@ from ._engine import (
     check_precision,
     device_resident,
 )
-from ._outlier import OutlierContractMixin
+from ._outlier import THRESHOLD_CONSTRAINTS, OutlierContractMixin, select_inliers
 from .images import DATA_FORMATS, check_images
 
 
@@ -206,6 +201,9 @@ class BaseDeepImageModel(BaseEstimator):
 
         # Drawn after the first two so that adding it changed no earlier seed.
         train_seed = int(rng.randint(np.iinfo(np.int32).max))
+        # Drawn last, for the same reason.
+        split_seed = int(rng.randint(np.iinfo(np.int32).max))
+        images, held_out = self._hold_out(images, split_seed)
 
         net = self._make_net(order_seed)
         self._initialize_net(net, init_seed)
@@ -222,11 +220,15 @@ class BaseDeepImageModel(BaseEstimator):
         self._warn_if_interrupted(net)
         self.net_ = net
         self.n_epochs_ = sum(1 for row in net.history if "train_loss" in row)
-        self._after_fit(images)
+        self._after_fit(images, held_out)
         return self
 
-    def _after_fit(self, images):
-        """Hook: called with the training images once the network is trained."""
+    def _hold_out(self, images, seed):
+        """Hook: ``(training images, held-out images or None)``; all are trained on here."""
+        return images, None
+
+    def _after_fit(self, images, held_out):
+        """Hook: called with the training and held-out images once the network is trained."""
 
     def _check_net_params(self):
         for key in self.net_params or {}:
@@ -245,25 +247,7 @@ class BaseDeepImageModel(BaseEstimator):
         """The images labelled ``inlier_label``; all of them when it is None."""
         if self.inlier_label is None:
             return images
-        name = type(self).__name__
-        if y is None:
-            raise ValueError(
-                f"{name}(inlier_label={self.inlier_label!r}) trains only on the samples "
-                "whose label y equals inlier_label, but fit was called without y. Pass "
-                "y, or set inlier_label=None to train on every sample."
-            )
-        y = column_or_1d(y)
-        check_consistent_length(images, y)
-        mask = y == self.inlier_label
-        if not np.any(mask):
-            labels = np.unique(y)
-            shown = ", ".join(repr(v) for v in labels[:10].tolist())
-            more = f" and {labels.size - 10} more" if labels.size > 10 else ""
-            raise ValueError(
-                f"No sample has y == inlier_label={self.inlier_label!r}, so {name} has "
-                f"nothing to train on; y holds the labels {shown}{more}."
-            )
-        return images[mask]
+        return images[select_inliers(y, self.inlier_label, len(images), type(self).__name__)]
 
     @staticmethod
     def _initialize_net(net, seed):
@@ -423,28 +407,41 @@ class BaseDeepOneClass(OutlierContractMixin, OutlierMixin, BaseDeepImageModel):
     - ``decision_function(X) = score_samples(X) - offset_``, negative for
       anomalies;
     - ``predict(X)``: +1 for inliers, -1 for anomalies (integers);
-    - ``offset_``: the ``contamination`` quantile of the training scores.
+    - ``offset_``: the split-conformal threshold of the scores of normal
+      images held out of training (``calibration="holdout"``), or the
+      ``contamination`` quantile of the training scores
+      (``calibration="train"``); :meth:`calibrate` re-sets it from new
+      normal images.
 
     Subclasses implement ``_score_terms`` (per-sample terms from the network)
     and ``_anomaly_scores_from_terms`` (the anomaly score from them).
     """
 
-    _persisted_attributes: tuple = ("offset_",) + BaseDeepImageModel._persisted_attributes
+    _persisted_attributes: tuple = (
+        "offset_",
+        "calibration_scores_",
+    ) + BaseDeepImageModel._persisted_attributes
 
     _parameter_constraints: dict = {
         **BaseDeepImageModel._parameter_constraints,
-        "contamination": [Interval(Real, 0, 0.5, closed="right")],
+        **THRESHOLD_CONSTRAINTS,
     }
 
-    def _after_fit(self, images):
-        self._fit_threshold(images)
+    def _hold_out(self, images, seed):
+        train, calibration = self._calibration_split(len(images), seed)
+        if calibration is None:
+            return images, None
+        return images[train], images[calibration]
 
-    def _fit_threshold(self, images):
-        """Training-score statistics and ``offset_`` from the training images."""
+    def _after_fit(self, images, held_out):
+        """Training-score statistics, then ``offset_`` from the held-out images."""
         terms = self._score_terms(images)
         self._fit_score_stats(terms)
-        scores = -self._anomaly_scores_from_terms(terms)
-        self.offset_ = float(np.percentile(scores, 100.0 * self.contamination))
+        if held_out is None:
+            self._set_threshold(-self._anomaly_scores_from_terms(terms), held_out=False)
+        else:
+            scores = -self._anomaly_scores_from_terms(self._score_terms(held_out))
+            self._set_threshold(scores, held_out=True)
 
     def _fit_score_stats(self, terms):
         """Hook for subclasses that standardise score terms with training statistics."""

@@ -1,4 +1,4 @@
-"""Command line: ``skocc fit``, ``skocc score``, ``skocc demo``, ``skocc --version``.
+"""Command line: ``skocc fit``, ``score``, ``calibrate``, ``demo``, ``skocc --version``.
 
 A thin layer over the Python API: data are read by
 :func:`skocc.datasets.load_images`, models written and read by
@@ -82,6 +82,15 @@ def _fit(args):
     return 0
 
 
+def _folder_options(model, data):
+    """Folders are read at the fitted size and channel count, so images of any
+    size can be scored by a model trained on arrays or on a folder."""
+    if not Path(data).is_dir():
+        return {}
+    channels, height, width = model.image_shape_[-3:]
+    return dict(size=(height, width), grayscale=channels == 1)
+
+
 def _score(args):
     from . import load
     from .datasets import load_images
@@ -89,28 +98,44 @@ def _score(args):
     model = load(args.model, device=args.device)
     if args.verbose:
         _log(f"loaded {_one_line(model)} from {args.model} on {model.device_}")
-    folder_options = {}
-    if Path(args.data).is_dir():
-        # Folders are read at the fitted size and channel count, so images of
-        # any size can be scored by a model trained on arrays or on a folder.
-        channels, height, width = model.image_shape_[-3:]
-        folder_options = dict(size=(height, width), grayscale=channels == 1)
-    X, names = load_images(args.data, **folder_options)
+    X, names = load_images(args.data, **_folder_options(model, args.data))
     if args.verbose:
         _log(f"scoring {len(X)} samples from {args.data}")
+    from ._outlier import labels_from_decision
+    from .conformal import conformal_pvalues
+
     scores = model.score_samples(X)
-    # The outlier contract: decision = score - offset_, prediction -1 where it is negative.
+    # The estimators' own rules, applied to the scores computed once.
     decision = scores - model.offset_
-    prediction = np.where(decision < 0, -1, 1)
+    prediction = labels_from_decision(decision)
+    pvalues = conformal_pvalues(scores, model.calibration_scores_)
     samples = names if names is not None else range(len(X))
     with (nullcontext(sys.stdout) if args.out == "-" else open(args.out, "w", newline="")) as f:
         writer = csv.writer(f)
-        writer.writerow(["sample", "score", "decision", "prediction"])
-        for row in zip(samples, scores.tolist(), decision.tolist(), prediction.tolist()):
+        writer.writerow(["sample", "score", "decision", "prediction", "pvalue"])
+        rows = zip(samples, scores.tolist(), decision.tolist(), prediction.tolist(), pvalues.tolist())
+        for row in rows:
             writer.writerow(row)
     if args.out != "-":
         n_anomalies = int(np.sum(prediction == -1))
         _log(f"wrote {len(X)} rows ({n_anomalies} predicted anomalies) to {args.out}")
+    return 0
+
+
+def _calibrate(args):
+    from . import load, save
+    from .datasets import load_images
+
+    model = load(args.model, device=args.device)
+    X, _ = load_images(args.data, **_folder_options(model, args.data))
+    before = model.offset_
+    model.calibrate(X)
+    save(model, args.out)
+    _log(
+        f"calibrated on {len(X)} samples from {args.data} at contamination="
+        f"{model.contamination}: offset_ {before:.6g} -> {model.offset_:.6g}; saved the "
+        f"model to {args.out}"
+    )
     return 0
 
 
@@ -171,11 +196,27 @@ def build_parser():
     score.add_argument(
         "--out", required=True,
         help="CSV to write (- for stdout): sample, score (higher = more normal), "
-        "decision (negative = anomaly), prediction (+1 normal, -1 anomaly)",
+        "decision (negative = anomaly), prediction (+1 normal, -1 anomaly), "
+        "pvalue (conformal p-value: small = anomalous)",
     )
     score.add_argument("--device", default=None, help="device to score on (default: as saved)")
     score.add_argument("-v", "--verbose", action="count", default=0, help="report progress")
     score.set_defaults(func=_score)
+
+    calibrate = sub.add_parser(
+        "calibrate",
+        help="re-set a saved model's threshold from new normal images, without retraining",
+    )
+    calibrate.add_argument("--model", required=True, help="model file to calibrate")
+    calibrate.add_argument(
+        "--data", required=True,
+        help=data_help + " of normal samples the model was not trained on",
+    )
+    calibrate.add_argument(
+        "--out", required=True, help="model file to write (may be the same as --model)"
+    )
+    calibrate.add_argument("--device", default=None, help="device to score on (default: as saved)")
+    calibrate.set_defaults(func=_calibrate)
 
     demo = sub.add_parser(
         "demo",

@@ -15,10 +15,11 @@ import torch
 from scipy.spatial.distance import pdist
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
 from sklearn.covariance import LedoitWolf
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._outlier import OutlierContractMixin
+from ._outlier import THRESHOLD_CONSTRAINTS, OutlierContractMixin
 from .base import resolve_device
 
 __all__ = ["GaussianDensity", "GaussianKDE", "scaled_gamma"]
@@ -55,12 +56,60 @@ def scaled_gamma(X, factor=10.0):
     return float(factor / ((var if var > 0 else 1.0) * X.shape[1]))
 
 
-class _Detector(OutlierContractMixin, OutlierMixin, BaseEstimator):
-    """``offset_`` from ``contamination``; the rest of the outlier contract from the mixin."""
+_THRESHOLD_DOC = """contamination : float, default=0.05
+        The share of new normal samples that ``predict`` may flag -1, in
+        (0, 0.5]; sets ``offset_`` (see ``calibration``).
+    calibration : {"holdout", "train"}, default="holdout"
+        ``"holdout"``: ``fit`` holds out ``calibration_size`` of ``X``
+        (drawn with ``random_state``), fits on the rest and sets ``offset_``
+        to the split-conformal quantile of the held-out scores, so that a new
+        normal sample is flagged with probability at most ``contamination``.
+        ``"train"``: fits on every row and takes the ``contamination``
+        quantile of the training scores (scikit-learn's definition; optimistic
+        for a density that peaks at its own training points). The
+        :class:`skocc.TwoStageOneClass` builds its detectors with ``"train"``
+        and calibrates the whole model itself.
+    calibration_size : float, default=0.2
+        Share of ``X`` held out for ``"holdout"``, at least
+        ``ceil(1 / contamination - 1)`` rows; with fewer than twice that many
+        rows nothing is held out and a
+        :class:`~skocc.conformal.CalibrationWarning` is raised.
+    random_state : int, RandomState instance or None, default=None
+        Draws the held-out rows."""
 
-    def _set_offset(self, X):
-        scores = self.score_samples(X)
-        self.offset_ = float(np.percentile(scores, 100.0 * self.contamination))
+
+class _Detector(OutlierContractMixin, OutlierMixin, BaseEstimator):
+    """A density on feature vectors with the outlier contract and its calibration.
+
+    Subclasses implement ``_fit_density(X)`` and ``_log_density(X)`` on
+    validated float64 arrays.
+    """
+
+    _parameter_constraints: dict = {**THRESHOLD_CONSTRAINTS, "random_state": ["random_state"]}
+
+    def _fit_and_calibrate(self, X):
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        train, calibration = self._calibration_split(X.shape[0], seed)
+        self._fit_density(X[train])
+        if calibration is None:
+            self._set_threshold(self._log_density(X[train]), held_out=False)
+        else:
+            self._set_threshold(self._log_density(X[calibration]), held_out=True)
+        return self
+
+    def score_samples(self, X):
+        """Log-density of every row (higher = more normal).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_density : ndarray of shape (n_samples,), dtype float64
+        """
+        check_is_fitted(self)
+        return self._log_density(validate_data(self, X, dtype=np.float64, reset=False))
 
 
 class GaussianKDE(_Detector):
@@ -88,8 +137,7 @@ class GaussianKDE(_Detector):
         distance between training points divided by ``sqrt(2)`` (1 when that
         distance is 0, e.g. for one training point). The value used is
         ``bandwidth_``.
-    contamination : float, default=0.05
-        Proportion of training samples predicted -1; sets ``offset_``.
+    %(threshold)s
     batch_size : int, default=1024
         Query rows per batch.
     device : str, default="cpu"
@@ -100,6 +148,10 @@ class GaussianKDE(_Detector):
     ----------
     bandwidth_ : float
     offset_ : float
+        Threshold on ``score_samples``.
+    calibration_scores_ : ndarray of shape (n_calibration,)
+        Sorted scores of the rows ``offset_`` was set from: the reference of
+        ``pvalues``.
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Defined only when ``X`` had string column names.
@@ -115,15 +167,28 @@ class GaussianKDE(_Detector):
     """
 
     _parameter_constraints: dict = {
+        **_Detector._parameter_constraints,
         "bandwidth": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto", "median"})],
-        "contamination": [Interval(Real, 0, 0.5, closed="right")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str],
     }
 
-    def __init__(self, bandwidth="auto", *, contamination=0.05, batch_size=1024, device="cpu"):
+    def __init__(
+        self,
+        bandwidth="auto",
+        *,
+        contamination=0.05,
+        calibration="holdout",
+        calibration_size=0.2,
+        random_state=None,
+        batch_size=1024,
+        device="cpu",
+    ):
         self.bandwidth = bandwidth
         self.contamination = contamination
+        self.calibration = calibration
+        self.calibration_size = calibration_size
+        self.random_state = random_state
         self.batch_size = batch_size
         self.device = device
 
@@ -143,6 +208,9 @@ class GaussianKDE(_Detector):
         """
         X = validate_data(self, X, dtype=np.float64, reset=True)
         resolve_device(self.device)  # a clear error for a bad device, before any work
+        return self._fit_and_calibrate(X)
+
+    def _fit_density(self, X):
         if self.bandwidth == "auto":
             self.bandwidth_ = float(1.0 / math.sqrt(2.0 * scaled_gamma(X)))
         elif self.bandwidth == "median":
@@ -154,22 +222,8 @@ class GaussianKDE(_Detector):
         else:
             self.bandwidth_ = float(self.bandwidth)
         self.X_fit_ = X.copy()
-        self._set_offset(X)
-        return self
 
-    def score_samples(self, X):
-        """Log-density of every row (higher = more normal).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        log_density : ndarray of shape (n_samples,), dtype float64
-        """
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float64, reset=False)
+    def _log_density(self, X):
         device = torch.device(resolve_device(self.device))
         train = torch.from_numpy(self.X_fit_).to(device)
         n, d = train.shape
@@ -178,7 +232,8 @@ class GaussianKDE(_Detector):
         step = int(self.batch_size)
         out = []
         for start in range(0, X.shape[0], step):
-            query = torch.from_numpy(X[start : start + step]).to(device)
+            # A copy of the batch: X may be read-only memory, which torch cannot wrap.
+            query = torch.tensor(X[start : start + step], device=device)
             sq = torch.cdist(query, train).pow_(2)
             out.append(torch.logsumexp(sq.mul_(-0.5 / h2), dim=1).cpu())
         if not out:
@@ -195,25 +250,31 @@ class GaussianDensity(_Detector):
 
     Parameters
     ----------
-    contamination : float, default=0.05
-        Proportion of training samples predicted -1; sets ``offset_``.
+    %(threshold)s
 
     Attributes
     ----------
     location_ : ndarray of shape (n_features,)
     covariance_ : ndarray of shape (n_features, n_features)
     offset_ : float
+        Threshold on ``score_samples``.
+    calibration_scores_ : ndarray of shape (n_calibration,)
+        Sorted scores of the rows ``offset_`` was set from: the reference of
+        ``pvalues``.
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Defined only when ``X`` had string column names.
     """
 
-    _parameter_constraints: dict = {
-        "contamination": [Interval(Real, 0, 0.5, closed="right")],
-    }
+    _parameter_constraints: dict = dict(_Detector._parameter_constraints)
 
-    def __init__(self, *, contamination=0.05):
+    def __init__(
+        self, *, contamination=0.05, calibration="holdout", calibration_size=0.2, random_state=None
+    ):
         self.contamination = contamination
+        self.calibration = calibration
+        self.calibration_size = calibration_size
+        self.random_state = random_state
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -230,6 +291,9 @@ class GaussianDensity(_Detector):
         self : object
         """
         X = validate_data(self, X, dtype=np.float64, reset=True, ensure_min_samples=2)
+        return self._fit_and_calibrate(X)
+
+    def _fit_density(self, X):
         lw = LedoitWolf().fit(X)
         self.location_ = lw.location_
         self.covariance_ = lw.covariance_
@@ -239,23 +303,13 @@ class GaussianDensity(_Detector):
         self._log_norm = float(
             np.log(np.diag(self._chol)).sum() + 0.5 * X.shape[1] * np.log(2.0 * np.pi)
         )
-        self._set_offset(X)
-        return self
 
-    def score_samples(self, X):
-        """Gaussian log-density of every row (higher = more normal).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        log_density : ndarray of shape (n_samples,), dtype float64
-        """
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float64, reset=False)
+    def _log_density(self, X):
         from scipy.linalg import solve_triangular
 
         white = solve_triangular(self._chol, (X - self.location_).T, lower=True)
         return -0.5 * (white**2).sum(axis=0) - self._log_norm
+
+
+for _cls in (GaussianKDE, GaussianDensity):
+    _cls.__doc__ = _cls.__doc__.replace("%(threshold)s", _THRESHOLD_DOC)

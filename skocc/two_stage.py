@@ -6,13 +6,14 @@ import math
 from numbers import Real
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
 from sklearn.svm import OneClassSVM
-from sklearn.utils import _safe_indexing
+from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import _num_samples, check_is_fitted
 
-from ._outlier import OutlierContractMixin
+from ._outlier import THRESHOLD_CONSTRAINTS, OutlierContractMixin, select_inliers
 from .detectors import GaussianDensity, GaussianKDE, scaled_gamma
 from .self_supervised import SelfSupervisedFeatures
 
@@ -90,14 +91,29 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         Needs :class:`SelfSupervisedFeatures` (set False for other
         features).
     contamination : float, default=0.05
-        Proportion of training samples predicted -1; sets ``offset_`` (the
-        quantile of the training scores, scikit-learn's contract). The
-        detector is fitted to those same features, so new normal images score
-        lower than training ones and more than ``contamination`` of them are
-        flagged, most with ``"gde"`` on few images (31 % of held-out normal
-        digits in one check with 120 training images); calibrate ``offset_`` on
-        held-out normal images when the rate matters (user guide,
-        "Thresholds").
+        The share of new normal images that ``predict`` may flag -1, in
+        (0, 0.5]; sets ``offset_`` (see ``calibration``).
+    calibration : {"holdout", "train"}, default="holdout"
+        ``"holdout"``: ``fit`` holds out ``calibration_size`` of the (inlier)
+        images, trains the network and the detectors on the rest, and sets
+        ``offset_`` to the split-conformal quantile of the held-out images'
+        scores, so that a new normal image exchangeable with them is flagged
+        with probability at most ``contamination``. ``"train"``: trains on
+        every image and takes the ``contamination`` quantile of the training
+        scores (scikit-learn's definition), which flags more than
+        ``contamination`` of new normal images. With ``features`` already
+        fitted (a :class:`~sklearn.frozen.FrozenEstimator`), the network has
+        seen the held-out images, and only the detector is calibrated
+        honestly: call :meth:`calibrate` with images the network never saw.
+    calibration_size : float, default=0.2
+        Share of the images held out for ``"holdout"``, at least
+        ``ceil(1 / contamination - 1)``; with fewer than twice that many
+        images nothing is held out and a
+        :class:`~skocc.conformal.CalibrationWarning` is raised.
+    random_state : int, RandomState instance or None, default=None
+        Draws the held-out images, and seeds the features and the detector
+        whose own ``random_state`` is None (as scikit-learn's meta-estimators
+        pass theirs on); an explicit seed of theirs is kept.
 
     Attributes
     ----------
@@ -119,6 +135,10 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         turn's detector applies the rule to its own features.
     offset_ : float
         Threshold on ``score_samples``.
+    calibration_scores_ : ndarray of shape (n_calibration,)
+        Sorted scores of the images ``offset_`` was set from (held out, given
+        to ``calibrate``, or the training images with ``calibration="train"``):
+        the reference of ``pvalues``.
     n_features_in_ : int
         Number of values per sample seen in ``fit``.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -157,7 +177,8 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         "detector": [StrOptions(set(DETECTORS)), HasMethods(["fit", "score_samples"])],
         "gamma": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "rotation_ensemble": ["boolean"],
-        "contamination": [Interval(Real, 0, 0.5, closed="right")],
+        **THRESHOLD_CONSTRAINTS,
+        "random_state": ["random_state"],
     }
 
     def __init__(
@@ -168,12 +189,18 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         gamma="auto",
         rotation_ensemble=True,
         contamination=0.05,
+        calibration="holdout",
+        calibration_size=0.2,
+        random_state=None,
     ):
         self.features = features
         self.detector = detector
         self.gamma = gamma
         self.rotation_ensemble = rotation_ensemble
         self.contamination = contamination
+        self.calibration = calibration
+        self.calibration_size = calibration_size
+        self.random_state = random_state
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):
@@ -195,23 +222,38 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         """
         for name in [a for a in vars(self) if a.endswith("_") and not a.startswith("__")]:
             delattr(self, name)
+        if sp.issparse(X):
+            # Refused here, before any indexing of X for the held-out split.
+            raise TypeError(
+                "Sparse data was passed to TwoStageOneClass, but dense data is required: "
+                "pass the images as a dense array."
+            )
+        rng = check_random_state(self.random_state)
         features = clone(self.features) if self.features is not None else SelfSupervisedFeatures()
+        self._pass_on_random_state(features, rng)
         turns = self._quarter_turns(features)  # before training: a bad setting fails fast
+        selected = getattr(features, "inlier_label", None)
+        if selected is not None and y is not None:
+            # The network and the detector learn from the inliers only, and
+            # only inliers may calibrate the threshold.
+            inliers = select_inliers(y, selected, _num_samples(X), type(features).__name__)
+            X, y = _safe_indexing(X, inliers), _safe_indexing(np.asarray(y).ravel(), inliers)
+        split_seed = int(rng.randint(np.iinfo(np.int32).max))
+        train, held_out = self._calibration_split(_num_samples(X), split_seed)
+        if held_out is not None:
+            X_held_out = _safe_indexing(X, held_out)
+            X = _safe_indexing(X, train)
+            y = None if y is None else _safe_indexing(y, train)
         # fit then transform (not fit_transform), so a FrozenEstimator of fitted
         # features works: the network is reused, not retrained.
         features.fit(X, y)
-        selected = getattr(features, "inlier_label", None)
-        if selected is not None and y is not None:
-            # The detector sees the features of the images the network learnt
-            # from; only those are transformed.
-            X = _safe_indexing(X, np.asarray(y).ravel() == selected)
         detectors, gammas, scores = [], [], []
-        for train in self._features_per_turn(features, X, turns):
-            detector, gamma = self._make_detector(train)
-            detector.fit(train)
+        for train_features in self._features_per_turn(features, X, turns):
+            detector, gamma = self._make_detector(train_features, rng)
+            detector.fit(train_features)
             detectors.append(detector)
             gammas.append(gamma)
-            scores.append(np.asarray(detector.score_samples(train), dtype=np.float64))
+            scores.append(np.asarray(detector.score_samples(train_features), dtype=np.float64))
         scores = np.stack(scores, axis=1)
         self.features_ = features
         self.detectors_ = detectors
@@ -223,8 +265,20 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         for attr in ("n_features_in_", "feature_names_in_"):
             if hasattr(features, attr):
                 setattr(self, attr, getattr(features, attr))
-        self.offset_ = float(np.percentile(self._combine(scores), 100.0 * self.contamination))
+        if held_out is None:
+            self._set_threshold(self._combine(scores), held_out=False)
+        else:
+            self._set_threshold(self._score_images(X_held_out), held_out=True)
         return self
+
+    def _pass_on_random_state(self, features, rng):
+        """Seed the features whose ``random_state`` is None from ours (when we have one)."""
+        if self.random_state is None:
+            return
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        params = features.get_params(deep=False) if hasattr(features, "get_params") else {}
+        if "random_state" in params and params["random_state"] is None:
+            features.set_params(random_state=seed)
 
     def _quarter_turns(self, features):
         if not self.rotation_ensemble:
@@ -249,16 +303,21 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
             return scores[:, 0]
         return ((scores - self.score_mean_) / self.score_std_).sum(axis=1)
 
-    def _make_detector(self, train):
+    def _make_detector(self, train, rng):
         if not isinstance(self.detector, str):
-            return clone(self.detector), None
+            detector = clone(self.detector)
+            self._pass_on_random_state(detector, rng)
+            return detector, None
+        # This model calibrates its own threshold on the combined score; its
+        # detectors fit on every training feature vector.
         if self.detector == "gde":
-            return GaussianDensity(), None
+            return GaussianDensity(calibration="train"), None
         gamma = scaled_gamma(train) if self.gamma == "auto" else float(self.gamma)
         if self.detector == "kde":
             # "auto": the GPU when there is one at scoring time, so a model
             # trained on a GPU and unpickled on a CPU-only machine still scores.
-            return GaussianKDE(bandwidth=1.0 / math.sqrt(2.0 * gamma), device="auto"), gamma
+            bandwidth = 1.0 / math.sqrt(2.0 * gamma)
+            return GaussianKDE(bandwidth=bandwidth, calibration="train", device="auto"), gamma
         return OneClassSVM(kernel="rbf", gamma=gamma, nu=0.1), gamma
 
     def score_samples(self, X):
@@ -278,6 +337,9 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         scores : ndarray of shape (n_samples,), dtype float64
         """
         check_is_fitted(self)
+        return self._score_images(X)
+
+    def _score_images(self, X):
         turns = tuple(range(len(self.detectors_)))
         features = self._features_per_turn(self.features_, X, turns)
         scores = np.stack(

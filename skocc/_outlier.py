@@ -55,7 +55,10 @@ def select_inliers(y, inlier_label, n_samples, caller):
         )
     y = column_or_1d(y)
     if y.shape[0] != n_samples:
-        raise ValueError(f"{caller}: X has {n_samples} samples but y has {y.shape[0]}.")
+        raise ValueError(
+            f"Found input variables with inconsistent numbers of samples: {caller} got "
+            f"{n_samples} samples in X and {y.shape[0]} labels in y."
+        )
     labels = np.unique(y)
     if (
         inlier_label is not True

@@ -203,10 +203,12 @@ class BaseDeepImageModel(BaseEstimator):
         train_seed = int(rng.randint(np.iinfo(np.int32).max))
         # Drawn last, for the same reason.
         split_seed = int(rng.randint(np.iinfo(np.int32).max))
-        images, held_out = self._hold_out(images, split_seed)
 
         net = self._make_net(order_seed)
         self._initialize_net(net, init_seed)
+        # After the net is built, so that a bad parameter fails before any
+        # warning about the number of images.
+        images, held_out = self._hold_out(images, split_seed)
         # Randomness inside training (data augmentation, dropout) draws from a
         # forked, seeded torch RNG: reproducible, and the user's global state
         # is untouched.

@@ -103,11 +103,50 @@ def test_fit_then_score_arrays(digits_files, tmp_path, capsys):
     assert main(["score", "--model", str(model_path), "--data", str(folder / "test.npy"),
                  "--out", str(csv_path)]) == 0
     rows = _read_csv(csv_path)
-    assert list(rows[0]) == ["sample", "score", "decision", "prediction"]
+    assert list(rows[0]) == ["sample", "score", "decision", "prediction", "pvalue"]
     assert [r["sample"] for r in rows] == [str(i) for i in range(30)]
     np.testing.assert_array_equal([float(r["score"]) for r in rows], model.score_samples(X_test))
     np.testing.assert_allclose([float(r["decision"]) for r in rows], model.decision_function(X_test))
     np.testing.assert_array_equal([int(r["prediction"]) for r in rows], model.predict(X_test))
+    np.testing.assert_allclose([float(r["pvalue"]) for r in rows], model.pvalues(X_test))
+
+
+def test_calibrate_resets_the_threshold_of_a_saved_model(digits_files, tmp_path, capsys):
+    folder, X_test = digits_files
+    model_path, calibrated_path = tmp_path / "model.skocc", tmp_path / "calibrated.skocc"
+    assert main(["fit", "--data", str(folder / "train.npz"), "--out", str(model_path),
+                 *FAST_PARAMS]) == 0
+    normals = np.load(folder / "train.npz")["X"][:40]  # any normal images will do here
+    np.save(tmp_path / "normals.npy", normals)
+    assert main(["calibrate", "--model", str(model_path), "--data", str(tmp_path / "normals.npy"),
+                 "--out", str(calibrated_path)]) == 0
+    assert "calibrated on 40 samples" in capsys.readouterr().err
+    before, after = skocc.load(model_path), skocc.load(calibrated_path)
+    expected = skocc.load(model_path).calibrate(normals)
+    assert after.offset_ == expected.offset_ != before.offset_
+    np.testing.assert_array_equal(after.calibration_scores_, expected.calibration_scores_)
+    np.testing.assert_array_equal(after.score_samples(X_test), before.score_samples(X_test))
+    # Too few images: one line, and the model file is not written.
+    np.save(tmp_path / "few.npy", normals[:5])
+    assert main(["calibrate", "--model", str(model_path), "--data", str(tmp_path / "few.npy"),
+                 "--out", str(tmp_path / "few.skocc")]) == 1
+    assert "calibrate needs at least 19" in capsys.readouterr().err
+    assert not (tmp_path / "few.skocc").exists()
+
+
+def test_score_labels_nan_scores_as_anomalies_like_predict(digits_files, tmp_path, monkeypatch):
+    folder, X_test = digits_files
+    model_path = tmp_path / "model.skocc"
+    assert main(["fit", "--data", str(folder / "train.npz"), "--out", str(model_path),
+                 *FAST_PARAMS]) == 0
+    # A network that overflowed to NaN: the command line used to label it +1.
+    nan_scores = lambda self, X: np.full(len(X), np.nan)  # noqa: E731
+    monkeypatch.setattr(skocc.ConvAEOneClass, "score_samples", nan_scores)
+    assert main(["score", "--model", str(model_path), "--data", str(folder / "test.npy"),
+                 "--out", str(tmp_path / "s.csv")]) == 0
+    rows = _read_csv(tmp_path / "s.csv")
+    predicted = skocc.load(model_path).predict(X_test)
+    assert [int(r["prediction"]) for r in rows] == predicted.tolist() == [-1] * len(X_test)
 
 
 def test_verbose_shows_epochs(digits_files, tmp_path, capsys):
@@ -148,7 +187,7 @@ def test_image_folders(tmp_path, capsys):
     # Scoring reads the folder at the model's size and channels.
     assert main(["score", "--model", str(model_path), "--data", str(test), "--out", "-"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "sample,score,decision,prediction"
+    assert lines[0] == "sample,score,decision,prediction,pvalue"
     assert [line.split(",")[0] for line in lines[1:]] == [f"digit{i:02d}.png" for i in range(6)]
 
 

@@ -54,8 +54,7 @@ def _expected_failed_checks(estimator):
 
 # Most checks fit on 10 to 30 samples, fewer than a held-out threshold needs:
 # the estimators then fall back to the training quantile and say so with a
-# CalibrationWarning, which is the behaviour under test there, not a failure.
-@pytest.mark.filterwarnings("ignore::skocc.conformal.CalibrationWarning")
+# CalibrationWarning, which pyproject.toml's filter lets pass.
 @parametrize_with_checks(fast_estimators(), expected_failed_checks=_expected_failed_checks)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 
@@ -58,3 +60,20 @@ class OutlierContractMixin:
         labels = np.ones(decision.shape[0], dtype=int)
         labels[~(decision >= 0)] = -1  # NaN scores are anomalies, not inliers
         return labels
+
+
+def warn_if_not_finite(scores, cause, stacklevel=3):
+    """Warn (RuntimeWarning) when some ``scores`` are NaN or infinite.
+
+    One message for every estimator, so that users who filter it catch all of
+    them; ``cause`` says what overflows in this one. Returns ``scores``.
+    """
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        warnings.warn(
+            f"{int(bad.sum())} of {len(scores)} scores are not finite ({cause}); predict "
+            "labels them -1.",
+            RuntimeWarning,
+            stacklevel=stacklevel,
+        )
+    return scores

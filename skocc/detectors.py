@@ -15,11 +15,12 @@ import torch
 from scipy.spatial.distance import pdist
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
 from sklearn.covariance import LedoitWolf
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._outlier import OutlierContractMixin
-from .base import resolve_device
+from ._outlier import OutlierContractMixin, warn_if_not_finite
+from .base import StrictInterval, resolve_device
+from .images import as_array
 
 __all__ = ["GaussianDensity", "GaussianKDE", "scaled_gamma"]
 
@@ -53,6 +54,27 @@ def scaled_gamma(X, factor=10.0):
         )
     var = float(X.var())
     return float(factor / ((var if var > 0 else 1.0) * X.shape[1]))
+
+
+def check_bandwidth(bandwidth, name="bandwidth"):
+    """Raise a ValueError when a kernel of width ``bandwidth`` under- or overflows float64.
+
+    The log-density divides squared distances by ``2 h^2``: ``h^2`` must be a
+    positive, finite float64 whose reciprocal is finite too, which holds for
+    ``h`` between about 1e-154 and 1e154. ``name`` says which parameter set it.
+    """
+    h2 = float(bandwidth) * float(bandwidth)  # inf on overflow (** raises OverflowError)
+    if not (math.isfinite(h2) and h2 > 0 and math.isfinite(0.5 / h2)):
+        raise ValueError(
+            f"{name} gives a kernel bandwidth of {float(bandwidth)!r}, whose square "
+            f"{h2!r} under- or overflows float64; the bandwidth must lie between about "
+            "1e-154 and 1e154 (scale the features, or choose another value)."
+        )
+
+
+def _check_features(X):
+    """None, strings and iterators get an error naming X before scikit-learn reads them."""
+    return as_array(X, "X")
 
 
 class _Detector(OutlierContractMixin, OutlierMixin, BaseEstimator):
@@ -115,9 +137,9 @@ class GaussianKDE(_Detector):
     """
 
     _parameter_constraints: dict = {
-        "bandwidth": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto", "median"})],
-        "contamination": [Interval(Real, 0, 0.5, closed="right")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "bandwidth": [StrictInterval(Real, 0, None, closed="neither"), StrOptions({"auto", "median"})],
+        "contamination": [StrictInterval(Real, 0, 0.5, closed="right")],
+        "batch_size": [StrictInterval(Integral, 1, None, closed="left")],
         "device": [str],
     }
 
@@ -141,7 +163,7 @@ class GaussianKDE(_Detector):
         -------
         self : object
         """
-        X = validate_data(self, X, dtype=np.float64, reset=True)
+        X = validate_data(self, _check_features(X), dtype=np.float64, reset=True)
         resolve_device(self.device)  # a clear error for a bad device, before any work
         if self.bandwidth == "auto":
             self.bandwidth_ = float(1.0 / math.sqrt(2.0 * scaled_gamma(X)))
@@ -153,6 +175,11 @@ class GaussianKDE(_Detector):
             self.bandwidth_ = median / math.sqrt(2.0) if median > 0 else 1.0
         else:
             self.bandwidth_ = float(self.bandwidth)
+        check_bandwidth(
+            self.bandwidth_,
+            f"bandwidth={self.bandwidth!r}"
+            + (" (the rule's value for this X)" if isinstance(self.bandwidth, str) else ""),
+        )
         self.X_fit_ = X.copy()
         self._set_offset(X)
         return self
@@ -169,7 +196,7 @@ class GaussianKDE(_Detector):
         log_density : ndarray of shape (n_samples,), dtype float64
         """
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float64, reset=False)
+        X = validate_data(self, _check_features(X), dtype=np.float64, reset=False)
         device = torch.device(resolve_device(self.device))
         train = torch.from_numpy(self.X_fit_).to(device)
         n, d = train.shape
@@ -183,7 +210,11 @@ class GaussianKDE(_Detector):
             out.append(torch.logsumexp(sq.mul_(-0.5 / h2), dim=1).cpu())
         if not out:
             return np.empty(0)
-        return torch.cat(out).numpy() - const
+        return warn_if_not_finite(
+            torch.cat(out).numpy() - const,
+            "the squared distance to every training point overflows float64 at rows far "
+            f"from the training data, at bandwidth_={self.bandwidth_:.3g}",
+        )
 
 
 class GaussianDensity(_Detector):
@@ -209,7 +240,7 @@ class GaussianDensity(_Detector):
     """
 
     _parameter_constraints: dict = {
-        "contamination": [Interval(Real, 0, 0.5, closed="right")],
+        "contamination": [StrictInterval(Real, 0, 0.5, closed="right")],
     }
 
     def __init__(self, *, contamination=0.05):
@@ -229,13 +260,28 @@ class GaussianDensity(_Detector):
         -------
         self : object
         """
-        X = validate_data(self, X, dtype=np.float64, reset=True, ensure_min_samples=2)
-        lw = LedoitWolf().fit(X)
+        X = validate_data(
+            self, _check_features(X), dtype=np.float64, reset=True, ensure_min_samples=2
+        )
+        try:
+            # Overflow raises here instead of surfacing as a NaN that
+            # scikit-learn then reports as "Input contains NaN".
+            with np.errstate(over="raise", invalid="raise"):
+                lw = LedoitWolf().fit(X)
+                # Constant features give a singular covariance; a tiny ridge keeps it invertible.
+                cov = lw.covariance_ + 1e-10 * np.eye(X.shape[1]) * max(
+                    np.trace(lw.covariance_), 1.0
+                )
+                chol = np.linalg.cholesky(cov)
+        except (FloatingPointError, ValueError, np.linalg.LinAlgError) as exc:
+            raise ValueError(
+                f"The covariance of X overflowed float64 ({exc}): X has values up to "
+                f"{np.abs(X).max():.3g} in absolute value, whose squares exceed float64's range. "
+                "Scale the features (e.g. with sklearn.preprocessing.StandardScaler)."
+            ) from None
         self.location_ = lw.location_
         self.covariance_ = lw.covariance_
-        # Constant features give a singular covariance; a tiny ridge keeps it invertible.
-        cov = self.covariance_ + 1e-10 * np.eye(X.shape[1]) * max(np.trace(self.covariance_), 1.0)
-        self._chol = np.linalg.cholesky(cov)
+        self._chol = chol
         self._log_norm = float(
             np.log(np.diag(self._chol)).sum() + 0.5 * X.shape[1] * np.log(2.0 * np.pi)
         )
@@ -254,8 +300,14 @@ class GaussianDensity(_Detector):
         log_density : ndarray of shape (n_samples,), dtype float64
         """
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float64, reset=False)
+        X = validate_data(self, _check_features(X), dtype=np.float64, reset=False)
         from scipy.linalg import solve_triangular
 
-        white = solve_triangular(self._chol, (X - self.location_).T, lower=True)
-        return -0.5 * (white**2).sum(axis=0) - self._log_norm
+        # Rows far outside the training range overflow to -inf: reported once,
+        # below, rather than by NumPy's warning from inside the sum.
+        with np.errstate(over="ignore", invalid="ignore"):
+            white = solve_triangular(self._chol, (X - self.location_).T, lower=True)
+            scores = -0.5 * (white**2).sum(axis=0) - self._log_norm
+        return warn_if_not_finite(
+            scores, "the squared Mahalanobis distance overflows float64 at rows far from the training data"
+        )

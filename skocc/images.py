@@ -13,13 +13,7 @@ import numbers
 import numpy as np
 from sklearn.utils.validation import check_array
 
-__all__ = [
-    "DATA_FORMATS",
-    "PIXEL_SCALES",
-    "check_images",
-    "infer_channels_last",
-    "stack_views",
-]
+__all__ = ["DATA_FORMATS", "check_images", "infer_channels_last", "stack_views"]
 
 #: Accepted values of the ``data_format`` parameter.
 DATA_FORMATS = ("auto", "channels_first", "channels_last")
@@ -43,13 +37,11 @@ def infer_channels_last(shape: tuple[int, ...]) -> bool:
     return last in _CHANNEL_COUNTS and first not in _CHANNEL_COUNTS
 
 
-#: Largest value of each integer dtype read as pixel data, the divisor that
-#: scales it to [0, 1]. Other integer dtypes are read as 8-bit pixels (below).
-PIXEL_SCALES = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}
+def as_array(X, input_name="X"):
+    """Torch tensors and sequences become NumPy arrays; refuse what holds no data.
 
-
-def _as_array(X, input_name):
-    """Torch tensors and sequences become NumPy arrays; refuse what holds no images.
+    Shared by every estimator's input check (images here, feature vectors in
+    :mod:`skocc.detectors`).
 
     pandas objects and sparse matrices pass through for ``check_array``. The
     checks come first so that None, strings, generators and ragged lists give
@@ -59,8 +51,8 @@ def _as_array(X, input_name):
 
     if X is None or isinstance(X, (str, bytes)):
         raise TypeError(
-            f"{input_name} must be an array-like of images (NumPy array, list, DataFrame or "
-            f"torch tensor); got {type(X).__name__}."
+            f"{input_name} must be an array-like (NumPy array, list, DataFrame or torch "
+            f"tensor); got {type(X).__name__}."
         )
     if isinstance(X, torch.Tensor):
         return X.detach().cpu().numpy()
@@ -70,8 +62,8 @@ def _as_array(X, input_name):
         # A generator or iterator would be consumed by reading it, and other
         # objects are no images: ask for the array instead of guessing.
         raise TypeError(
-            f"{input_name} must be an array-like of images (NumPy array, list, DataFrame or "
-            f"torch tensor); got {type(X).__name__}. Convert iterators with np.asarray(list(...))."
+            f"{input_name} must be an array-like (NumPy array, list, DataFrame or torch "
+            f"tensor); got {type(X).__name__}. Convert iterators with np.asarray(list(...))."
         )
     try:
         array = np.asarray(X)
@@ -154,11 +146,13 @@ def _integer_as_pixels(X, dtype, input_name):
 
 
 def _check_conversion_memory(X, dtype, input_name):
-    """Refuse a float32 copy of ``X`` larger than the memory available.
+    """Refuse a float32 copy of ``X`` larger than half the memory available.
 
     check_array copies ``X`` when its dtype changes. A broadcast view (which
     holds one row in memory) or a large float64 array can need tens of GiB for
-    that copy; the error comes before the allocation, not from it.
+    that copy; the error comes before the allocation, not from it. Half,
+    because the copy is only the input: training or scoring it needs memory
+    too (the network, its batches, the scores).
     """
     from ._engine import available_memory
 
@@ -167,11 +161,11 @@ def _check_conversion_memory(X, dtype, input_name):
         return
     needed = 4 * int(np.prod(shape, dtype=np.float64))
     available = available_memory("cpu")
-    if available is not None and needed > available:
+    if available is not None and needed > available // 2:
         raise ValueError(
             f"{input_name} of shape {tuple(shape)} and dtype {dtype} must be converted to "
-            f"float32, which needs {needed / 2**30:.1f} GiB, but only "
-            f"{available / 2**30:.1f} GiB of memory is available. Pass float32 or uint8 "
+            f"float32, which needs {needed / 2**30:.1f} GiB, more than half of the "
+            f"{available / 2**30:.1f} GiB of memory available. Pass float32 or uint8 "
             "images (used without a copy), or score in chunks of fewer samples."
         )
 
@@ -270,7 +264,7 @@ def check_images(
     """
     if data_format not in DATA_FORMATS:
         raise ValueError(f"data_format must be one of {DATA_FORMATS}; got {data_format!r}.")
-    X = _as_array(X, input_name)
+    X = as_array(X, input_name)
     dtype = _check_dtype(X, input_name)
     pixels = None
     if dtype is not None and dtype.kind in "ui":

@@ -9,11 +9,12 @@ import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
 from sklearn.svm import OneClassSVM
 from sklearn.utils import _safe_indexing
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._outlier import OutlierContractMixin
-from .detectors import GaussianDensity, GaussianKDE, scaled_gamma
+from .base import StrictInterval
+from .detectors import GaussianDensity, GaussianKDE, check_bandwidth, scaled_gamma
 from .self_supervised import SelfSupervisedFeatures
 
 __all__ = ["TwoStageOneClass"]
@@ -155,9 +156,9 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "features": [HasMethods(["fit", "transform"]), None],
         "detector": [StrOptions(set(DETECTORS)), HasMethods(["fit", "score_samples"])],
-        "gamma": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "gamma": [StrictInterval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "rotation_ensemble": ["boolean"],
-        "contamination": [Interval(Real, 0, 0.5, closed="right")],
+        "contamination": [StrictInterval(Real, 0, 0.5, closed="right")],
     }
 
     def __init__(
@@ -256,9 +257,12 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
             return GaussianDensity(), None
         gamma = scaled_gamma(train) if self.gamma == "auto" else float(self.gamma)
         if self.detector == "kde":
+            with np.errstate(over="ignore"):
+                bandwidth = 1.0 / math.sqrt(2.0 * gamma) if 2.0 * gamma < math.inf else 0.0
+            check_bandwidth(bandwidth, f"gamma={self.gamma!r} (bandwidth = 1 / sqrt(2 gamma))")
             # "auto": the GPU when there is one at scoring time, so a model
             # trained on a GPU and unpickled on a CPU-only machine still scores.
-            return GaussianKDE(bandwidth=1.0 / math.sqrt(2.0 * gamma), device="auto"), gamma
+            return GaussianKDE(bandwidth=bandwidth, device="auto"), gamma
         return OneClassSVM(kernel="rbf", gamma=gamma, nu=0.1), gamma
 
     def score_samples(self, X):

@@ -275,7 +275,11 @@ def main(argv=None):
         return 2
     try:
         with warnings.catch_warnings():
-            warnings.showwarning = _log_warning  # one line each, like every other message
+            # The command line decides how warnings show: each once, as one
+            # log line on stderr like every other message, whatever filters
+            # the environment set.
+            warnings.simplefilter("default")
+            warnings.showwarning = _log_warning
             if getattr(args, "out", "-") != "-":
                 _check_output(args.out)  # before reading or training anything
             return args.func(args)

@@ -181,7 +181,7 @@ def load_image_folder(path, size=None, grayscale=None):
         the first names).
     """
     size = _check_size(size)
-    if grayscale not in (None, True, False):
+    if grayscale is not None and not isinstance(grayscale, (bool, np.bool_)):
         raise ValueError(f"grayscale must be None, True or False; got {grayscale!r}.")
     folder = Path(os.fspath(path))
     if not folder.exists():

@@ -191,6 +191,10 @@ class BaseDeepImageModel(BaseEstimator):
         ----------
         X : array-like
             Training images; see the class docstring for accepted layouts.
+            The dtype sets the scale of the values
+            (:func:`skocc.images.check_images`): ``uint8`` / 255, ``uint16`` /
+            65535, other integers (and lists of ints) as 8-bit pixels in
+            0..255, ``bool`` as 0 and 1, floats as given.
         y : array-like of shape (n_samples,) or None, default=None
             Ignored when ``inlier_label`` is None (scikit-learn's convention for
             outlier detectors). Otherwise only the images with

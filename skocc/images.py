@@ -58,6 +58,8 @@ def as_array(X, input_name="X"):
         return X.detach().cpu().numpy()
     if hasattr(X, "dtype") or hasattr(X, "dtypes") or hasattr(X, "tocsr"):
         return X  # an array, a pandas object or a sparse matrix
+    if hasattr(X, "__array__"):
+        return np.asarray(X)  # NumPy's array protocol: the dtype rule then applies
     if not isinstance(X, (list, tuple)):
         # A generator or iterator would be consumed by reading it, and other
         # objects are no images: ask for the array instead of guessing.
@@ -111,7 +113,9 @@ def _check_dtype(X, input_name):
         try:
             converted = np.asarray(X, dtype=np.float64)
         except (TypeError, ValueError) as exc:
-            raise ValueError(
+            # The type NumPy raised: TypeError for objects that are no numbers
+            # (scikit-learn's convention), ValueError for unparsable strings.
+            raise type(exc)(
                 f"{input_name} must hold real numbers (pixel values); its dtype=object "
                 f"entries do not convert to float ({exc})."
             ) from None

@@ -766,3 +766,30 @@ def test_threads_see_the_same_validation_errors(fitted):
 
     params = [{"resolution": True}, {"batch_size": True}, {"device": "meta"}, {"callbacks": [42]}]
     assert _in_threads(fit_bad, params) == [fit_bad(p) for p in params]
+
+
+@pytest.mark.parametrize("method", ["score_map", "encode", "reconstruct"])
+def test_four_threads_map_images_bit_identically(fitted, digits, method):
+    _, test = _digits_uint8(digits)
+    inputs = [test, test.astype(np.int32), test.astype(np.uint16) * np.uint16(257), test.tolist()]
+    serial = [getattr(fitted, method)(X) for X in inputs]
+    for a, b in zip(serial, _in_threads(getattr(fitted, method), inputs)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_four_threads_score_a_multiview_model_bit_identically(fitted_multiview, digits):
+    _, test = _digits_uint8(digits)
+    views = stack_views(test, test[:, :, ::-1])
+    serial = fitted_multiview.score_samples_per_view(views)
+    for result in _in_threads(fitted_multiview.score_samples_per_view, [views, views.astype(np.int64)] * 2):
+        np.testing.assert_array_equal(result, serial)
+
+
+def test_four_threads_read_a_16_bit_folder_identically(tmp_path):
+    pytest.importorskip("PIL")
+    deep = np.random.RandomState(0).randint(0, 65536, size=(6, 8, 8)).astype(np.uint16)
+    for i, image in enumerate(deep):
+        _png(tmp_path / "f" / f"{i}.png", image)
+    for images, names in _in_threads(lambda size: load_image_folder(tmp_path / "f", size=size), [None, 8] * 2):
+        np.testing.assert_array_equal(images, deep)
+        assert names == [f"{i}.png" for i in range(6)]

@@ -49,8 +49,9 @@ weight_decay : float, default=0.0
 device : str, default="auto"
     ``"auto"`` uses CUDA when available and the CPU otherwise; any device string
     torch accepts (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``) except
-    ``"meta"``, which holds no data. The device used is ``device_``. On a CUDA device, training and scoring data of at most
-    1 GiB (and a quarter of the free GPU memory) is copied to the GPU once;
+    ``"meta"``, which holds no data. The device used is ``device_``. On a
+    CUDA device, training and scoring data of at most 1 GiB (and a quarter
+    of the free GPU memory) is copied to the GPU once;
     larger data travels batch by batch through pinned memory with
     asynchronous copies, and the network runs in the channels-last memory
     layout.

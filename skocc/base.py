@@ -254,7 +254,9 @@ class BaseDeepImageModel(BaseEstimator):
 
     # Parameters that set the size of a network or of its activations, named
     # when the memory check refuses them.
-    _SIZE_PARAMS = ("resolution", "channels", "latent_dim", "encoder", "width", "head_dim", "batch_size")
+    _SIZE_PARAMS = (
+        "resolution", "channels", "latent_dim", "encoder", "width", "head_dim", "batch_size"
+    )
 
     def _check_training_memory(self, images):
         """Refuse a network and batch that cannot fit in the device's memory.
@@ -313,7 +315,9 @@ class BaseDeepImageModel(BaseEstimator):
 
     def _check_net_params(self):
         for i, callback in enumerate(self.callbacks or []):
-            named = isinstance(callback, tuple) and len(callback) == 2 and isinstance(callback[0], str)
+            named = (
+                isinstance(callback, tuple) and len(callback) == 2 and isinstance(callback[0], str)
+            )
             item = callback[1] if named else callback
             # skorch also takes a Callback class, which it instantiates.
             is_class = isinstance(item, type) and issubclass(item, Callback)

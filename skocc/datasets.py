@@ -124,7 +124,9 @@ def _common_format(images):
     if any(a.ndim == 3 for a in images):
         images = [a if a.ndim == 3 else np.repeat(a[:, :, None], 3, axis=2) for a in images]
     if any(a.dtype == np.uint16 for a in images):
-        images = [a if a.dtype == np.uint16 else a.astype(np.uint16) * np.uint16(257) for a in images]
+        images = [
+            a if a.dtype == np.uint16 else a.astype(np.uint16) * np.uint16(257) for a in images
+        ]
     return images
 
 
@@ -197,7 +199,8 @@ def load_image_folder(path, size=None, grayscale=None):
         )
     skipped = [f.name for f in entries if f.suffix.lower() not in IMAGE_EXTENSIONS]
     if skipped:
-        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        shown = ", ".join(skipped[:5]) + more
         warnings.warn(
             f"Skipped {len(skipped)} file(s) of {str(folder)!r} that are not "
             f"{'/'.join(e.lstrip('.').upper() for e in IMAGE_EXTENSIONS)} images: {shown}.",

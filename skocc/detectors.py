@@ -137,7 +137,10 @@ class GaussianKDE(_Detector):
     """
 
     _parameter_constraints: dict = {
-        "bandwidth": [StrictInterval(Real, 0, None, closed="neither"), StrOptions({"auto", "median"})],
+        "bandwidth": [
+            StrictInterval(Real, 0, None, closed="neither"),
+            StrOptions({"auto", "median"}),
+        ],
         "contamination": [StrictInterval(Real, 0, 0.5, closed="right")],
         "batch_size": [StrictInterval(Integral, 1, None, closed="left")],
         "device": [str],
@@ -309,5 +312,6 @@ class GaussianDensity(_Detector):
             white = solve_triangular(self._chol, (X - self.location_).T, lower=True)
             scores = -0.5 * (white**2).sum(axis=0) - self._log_norm
         return warn_if_not_finite(
-            scores, "the squared Mahalanobis distance overflows float64 at rows far from the training data"
+            scores,
+            "the squared Mahalanobis distance overflows float64 at rows far from the training data",
         )

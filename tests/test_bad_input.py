@@ -10,7 +10,6 @@ import copy
 import re
 import subprocess
 import sys
-import warnings
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 

@@ -1,13 +1,21 @@
 """skocc: scikit-learn compatible deep one-class classifiers for images."""
 
-# Defined first: the modules imported below read it.
-__version__ = "0.1.0.dev0"
+import importlib
 
-from ._persistence import load, save  # noqa: E402
-from .autoencoder import ConvAEOneClass, MultiViewConvAEOneClass  # noqa: E402
-from .images import stack_views  # noqa: E402
-from .self_supervised import SelfSupervisedFeatures  # noqa: E402
-from .two_stage import TwoStageOneClass  # noqa: E402
+from ._version import __version__
+
+# Public name -> module that defines it. The modules import torch, which takes
+# seconds; they are imported on the first use of a public name (PEP 562), so
+# that `import skocc` and `skocc --version` stay fast.
+_PUBLIC = {
+    "ConvAEOneClass": "autoencoder",
+    "MultiViewConvAEOneClass": "autoencoder",
+    "SelfSupervisedFeatures": "self_supervised",
+    "TwoStageOneClass": "two_stage",
+    "load": "_persistence",
+    "save": "_persistence",
+    "stack_views": "images",
+}
 
 __all__ = [
     "ConvAEOneClass",
@@ -19,3 +27,17 @@ __all__ = [
     "stack_views",
     "__version__",
 ]
+
+
+def __getattr__(name):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # All of them at once, as `import skocc` did before: skocc.load finds an
+    # estimator class by name only once its module has registered it.
+    for public, module in _PUBLIC.items():
+        globals()[public] = getattr(importlib.import_module(f".{module}", __name__), public)
+    return globals()[name]
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -37,16 +37,21 @@ image_shape : tuple of int or None, default=None
 max_epochs : int, default=50
     Passes over the training data.
 batch_size : int, default=64
-    Images per training and scoring batch.
+    Images per training and scoring batch. Before building the network,
+    ``fit`` estimates the memory training needs (16 bytes per parameter for
+    weights, gradients and Adam's moments, plus one batch's activations,
+    traced on torch's meta device) and raises a ValueError naming the size
+    parameters when it exceeds the device's available memory.
 lr : float, default=1e-3
     Learning rate of Adam.
 weight_decay : float, default=0.0
     L2 penalty of Adam.
 device : str, default="auto"
     ``"auto"`` uses CUDA when available and the CPU otherwise; any device string
-    torch accepts (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``). The device used
-    is ``device_``. On a CUDA device, training and scoring data of at most
-    1 GiB (and a quarter of the free GPU memory) is copied to the GPU once;
+    torch accepts (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``) except
+    ``"meta"``, which holds no data. The device used is ``device_``. On a
+    CUDA device, training and scoring data of at most 1 GiB (and a quarter
+    of the free GPU memory) is copied to the GPU once;
     larger data travels batch by batch through pinned memory with
     asynchronous copies, and the network runs in the channels-last memory
     layout.

@@ -105,6 +105,40 @@ def device_resident(X, device):
     return X
 
 
+def available_memory(device):
+    """Bytes that ``device`` can still allocate, or None where that is unknown.
+
+    CUDA: the free memory torch reports. CPU: the kernel's ``MemAvailable``
+    (free memory plus caches it can drop), capped by the cgroup limit of a
+    container; None on systems without ``/proc`` (the checks that use it are
+    then skipped, not guessed).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    available = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        return None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read().strip())
+        if limit.isdigit() and available is not None:
+            available = min(available, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return available
+
+
 def check_precision(precision, device):
     """Raise a ValueError when torch cannot autocast to ``precision`` on ``device``."""
     dtype = PRECISIONS[precision]

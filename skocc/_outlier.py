@@ -12,9 +12,10 @@ import warnings
 from numbers import Real
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
+from ._constraints import StrictInterval
 from .conformal import (
     CalibrationWarning,
     conformal_pvalues,
@@ -27,9 +28,9 @@ CALIBRATIONS = ("holdout", "train")
 
 # The constraints every detector adds for its threshold.
 THRESHOLD_CONSTRAINTS = {
-    "contamination": [Interval(Real, 0, 0.5, closed="right")],
+    "contamination": [StrictInterval(Real, 0, 0.5, closed="right")],
     "calibration": [StrOptions(set(CALIBRATIONS))],
-    "calibration_size": [Interval(Real, 0, 1, closed="neither")],
+    "calibration_size": [StrictInterval(Real, 0, 1, closed="neither")],
 }
 
 
@@ -248,6 +249,23 @@ class OutlierContractMixin:
         return labels_from_decision(self.decision_function(X))
 
 
+def warn_if_not_finite(scores, cause, stacklevel=3):
+    """Warn (RuntimeWarning) when some ``scores`` are NaN or infinite.
+
+    One message for every estimator, so that users who filter it catch all of
+    them; ``cause`` says what overflows in this one. Returns ``scores``.
+    """
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        warnings.warn(
+            f"{int(bad.sum())} of {len(scores)} scores are not finite ({cause}); predict "
+            "labels them -1.",
+            RuntimeWarning,
+            stacklevel=stacklevel,
+        )
+    return scores
+
+
 __all__ = [
     "CALIBRATIONS",
     "THRESHOLD_CONSTRAINTS",
@@ -255,4 +273,5 @@ __all__ = [
     "OutlierContractMixin",
     "labels_from_decision",
     "select_inliers",
+    "warn_if_not_finite",
 ]

@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import TransformerTags
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._docstrings import fill_doc
 from ._engine import AutoencoderCriterion, OneClassNet
-from .base import BaseDeepOneClass
+from .base import BaseDeepOneClass, StrictInterval
 from .losses import (
     DIVERSITIES,
     NORMS,
@@ -146,15 +146,15 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
 
     _parameter_constraints: dict = {
         **BaseDeepOneClass._parameter_constraints,
-        "beta": [Interval(Real, 0, None, closed="left")],
-        "latent_dim": [Interval(Integral, 1, None, closed="left")],
+        "beta": [StrictInterval(Real, 0, None, closed="left")],
+        "latent_dim": [StrictInterval(Integral, 1, None, closed="left")],
         "channels": [tuple, list],
         "norm": [StrOptions(set(NORMS))],
         "score_type": [StrOptions(set(_SCORES))],
         "lipschitz_decoder": ["boolean"],
         "diversity": [StrOptions(set(DIVERSITIES)), None],
-        "diversity_weight": [Interval(Real, 0, None, closed="left")],
-        "diversity_gamma": [Interval(Real, 0, None, closed="neither")],
+        "diversity_weight": [StrictInterval(Real, 0, None, closed="left")],
+        "diversity_gamma": [StrictInterval(Real, 0, None, closed="neither")],
     }
 
     _persisted_attributes = BaseDeepOneClass._persisted_attributes + (
@@ -274,6 +274,12 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
 
         ``recon_stats`` and ``latent_stats`` index ``score_mean_``/``score_std_``.
         """
+        if self.score_type not in _SCORES:
+            # set_params after fit is not validated by scikit-learn; without this
+            # check an unknown name fell through to the combined score.
+            raise ValueError(
+                f"score_type must be one of {_SCORES}; got {self.score_type!r}."
+            )
         if self.score_type == "reconstruction":
             return recon
         if self.score_type == "latent":

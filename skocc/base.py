@@ -11,18 +11,25 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import _check_feature_names, check_is_fitted
-from skorch.callbacks import ProgressBar
+from skorch.callbacks import Callback, ProgressBar
 
 from ._engine import (
     PRECISIONS,
+    available_memory,
     StopOnNonFiniteLoss,
     TensorBatchIterator,
     check_precision,
     device_resident,
 )
-from ._outlier import THRESHOLD_CONSTRAINTS, OutlierContractMixin, select_inliers
+from ._constraints import StrictInterval
+from ._outlier import (
+    THRESHOLD_CONSTRAINTS,
+    OutlierContractMixin,
+    select_inliers,
+    warn_if_not_finite,
+)
 from .images import DATA_FORMATS, check_images
 
 
@@ -31,13 +38,19 @@ def resolve_device(device):
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        torch.device(device)
+        kind = torch.device(device).type
     except (RuntimeError, TypeError) as exc:
         raise ValueError(
             f"device must be 'auto' or a torch device string such as 'cpu' or 'cuda:0'; "
             f"got {device!r}."
         ) from exc
-    kind = device.split(":")[0]
+    if kind == "meta":
+        # Tensors on torch's meta device have shapes but no values: a model
+        # "trained" there has no weights to score with.
+        raise ValueError(
+            "device='meta' holds no data, so nothing can be trained or scored on it; "
+            "use device='auto', 'cpu' or a CUDA device such as 'cuda:0'."
+        )
     if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"device={device!r} was requested but CUDA is not available (torch "
@@ -130,14 +143,14 @@ class BaseDeepImageModel(BaseEstimator):
     _parameter_constraints: dict = {
         # Labels may be ints (+1), strings ("good") or bools; Real covers bool.
         "inlier_label": [Real, str, None],
-        "resolution": [Interval(Integral, 1, None, closed="left"), None],
+        "resolution": [StrictInterval(Integral, 1, None, closed="left"), None],
         "normalize": [StrOptions({"image"}), None],
         "data_format": [StrOptions(set(DATA_FORMATS))],
         "image_shape": [tuple, list, None],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
-        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "max_epochs": [StrictInterval(Integral, 1, None, closed="left")],
+        "batch_size": [StrictInterval(Integral, 1, None, closed="left")],
+        "lr": [StrictInterval(Real, 0, None, closed="neither")],
+        "weight_decay": [StrictInterval(Real, 0, None, closed="left")],
         "device": [str],
         "precision": [StrOptions(set(PRECISIONS))],
         "random_state": ["random_state"],
@@ -167,6 +180,10 @@ class BaseDeepImageModel(BaseEstimator):
         ----------
         X : array-like
             Training images; see the class docstring for accepted layouts.
+            The dtype sets the scale of the values
+            (:func:`skocc.images.check_images`): ``uint8`` / 255, ``uint16`` /
+            65535, other integers (and lists of ints) as 8-bit pixels in
+            0..255, ``bool`` as 0 and 1, floats as given.
         y : array-like of shape (n_samples,) or None, default=None
             Ignored when ``inlier_label`` is None (scikit-learn's convention for
             outlier detectors). Otherwise only the images with
@@ -196,6 +213,7 @@ class BaseDeepImageModel(BaseEstimator):
         images = self._select_inliers(images, y)
         self.device_ = resolve_device(self.device)
         check_precision(self._precision(), self.device_)
+        self._check_training_memory(images)
         rng = check_random_state(self.random_state)
         init_seed, order_seed = (int(s) for s in rng.randint(np.iinfo(np.int32).max, size=2))
 
@@ -232,7 +250,89 @@ class BaseDeepImageModel(BaseEstimator):
     def _after_fit(self, images, held_out):
         """Hook: called with the training and held-out images once the network is trained."""
 
+    # Parameters that set the size of a network or of its activations, named
+    # when the memory check refuses them.
+    _SIZE_PARAMS = (
+        "resolution", "channels", "latent_dim", "encoder", "width", "head_dim", "batch_size"
+    )
+
+    def _check_training_memory(self, images):
+        """Refuse a network and batch that cannot fit in the device's memory.
+
+        The estimate, made on torch's meta device (shapes only, no
+        allocation): 16 bytes per parameter (float32 weights, their gradients
+        and Adam's two moments) plus the outputs of every layer for one batch
+        of ``batch_size`` images in training mode (what backpropagation keeps).
+        Training is refused when that exceeds the memory the device has
+        available (:func:`skocc._engine.available_memory`); the estimate is a
+        lower bound, so a model that passes can still run out.
+        """
+        available = available_memory(self.device_)
+        if available is None:
+            return
+        n_params, activations = self._network_footprint(images.dtype)
+        needed = 16 * n_params + activations
+        if needed <= available:
+            return
+        sizes = ", ".join(
+            f"{name}={getattr(self, name)!r}" for name in self._SIZE_PARAMS if hasattr(self, name)
+        )
+        raise ValueError(
+            f"{type(self).__name__} would need about {needed / 2**30:.3g} GiB to train on "
+            f"{self.device_!r} ({n_params:,} parameters: {16 * n_params / 2**30:.3g} GiB with "
+            f"their gradients and Adam's moments; {activations / 2**30:.3g} GiB of activations "
+            f"for one batch), but {available / 2**30:.3g} GiB is available. The sizes come "
+            f"from the input shape {self.input_shape_} and {sizes}: reduce them."
+        )
+
+    def _network_footprint(self, dtype):
+        """Parameter count and training activation bytes of one batch, traced on the meta device."""
+        params = self._build_net_params()
+        kwargs = {k[len("module__") :]: v for k, v in params.items() if k.startswith("module__")}
+        with torch.device("meta"):
+            module = params["module"](**kwargs)
+        n_params = sum(p.numel() for p in module.parameters())
+        total = 0
+
+        def count(layer, inputs, output):
+            nonlocal total
+            for out in output if isinstance(output, (tuple, list)) else (output,):
+                if isinstance(out, torch.Tensor):
+                    total += out.numel() * out.element_size()
+
+        leaves = [m for m in module.modules() if not list(m.children())]
+        hooks = [m.register_forward_hook(count) for m in leaves]
+        shape = (self.batch_size,) + tuple(int(s) for s in self.image_shape_)
+        try:
+            module.train()
+            module(torch.empty(shape, dtype=_as_tensor(np.empty(0, dtype)).dtype, device="meta"))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return n_params, total
+
     def _check_net_params(self):
+        for i, callback in enumerate(self.callbacks or []):
+            named = (
+                isinstance(callback, tuple) and len(callback) == 2 and isinstance(callback[0], str)
+            )
+            item = callback[1] if named else callback
+            # skorch also takes a Callback class, which it instantiates.
+            is_class = isinstance(item, type) and issubclass(item, Callback)
+            if not (isinstance(item, Callback) or is_class):
+                raise TypeError(
+                    "callbacks must be a list of skorch callbacks (instances or subclasses "
+                    "of skorch.callbacks.Callback) or (name, callback) pairs; item "
+                    f"{i} is {callback!r}."
+                )
+        optimizer = (self.net_params or {}).get("optimizer")
+        if optimizer is not None and not (
+            isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)
+        ):
+            raise TypeError(
+                "net_params['optimizer'] must be a torch optimizer class such as "
+                f"torch.optim.SGD (skorch builds it with lr); got {optimizer!r}."
+            )
         for key in self.net_params or {}:
             if key in self._RESERVED_NET_PARAMS:
                 raise ValueError(
@@ -467,14 +567,7 @@ class BaseDeepOneClass(OutlierContractMixin, OutlierMixin, BaseDeepImageModel):
         check_is_fitted(self)
         images = self._validate_images(X, reset=False)
         scores = -self._anomaly_scores_from_terms(self._score_terms(images))
-        bad = ~np.isfinite(scores)
-        if bad.any():
-            warnings.warn(
-                f"{int(bad.sum())} of {len(scores)} scores are not finite (the network "
-                "overflowed, e.g. on input values far outside the training range); predict "
-                "labels them -1.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        return scores
+        return warn_if_not_finite(
+            scores, "the network overflowed, e.g. on input values far outside the training range"
+        )
 

@@ -12,20 +12,70 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import re
 import sys
-from contextlib import nullcontext
+import warnings
+from contextlib import nullcontext, redirect_stdout
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+# Only the version at import time: torch and the estimators are imported by
+# the commands that need them, so `skocc --version` and `--help` answer at once.
+from ._version import __version__
 
-# Errors a user can cause and fix; anything else is a bug and keeps its traceback.
-_USER_ERRORS = (OSError, ValueError, ImportError, ArithmeticError)
+# Errors a user can cause and fix (TypeError: a parameter of the wrong type
+# given with --param; MemoryError: data too large for this machine); anything
+# else is a bug and keeps its traceback.
+_USER_ERRORS = (OSError, ValueError, TypeError, ImportError, ArithmeticError, MemoryError)
+
+# Terminal colour codes, as skorch's epoch table marks the best values with.
+_ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _log(message):
     print(f"skocc: {message}", file=sys.stderr, flush=True)
+
+
+def _log_warning(message, category, filename, lineno, file=None, line=None):
+    """warnings.showwarning for the command line: one line, no source location."""
+    _log(f"{category.__name__}: {' '.join(str(message).split())}")
+
+
+class _ProgressToStderr:
+    """A stdout stand-in that sends skorch's epoch table to stderr.
+
+    skorch's PrintLog prints to stdout, which the command line keeps for
+    data (``skocc score --out -`` writes the CSV there); progress goes to
+    stderr, without colour codes unless stderr is a terminal. Done here rather
+    than with a sink on the estimator's PrintLog, which would become part of
+    the model's parameters and of the saved file.
+    """
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.colour = stream.isatty()
+
+    def write(self, text):
+        return self.stream.write(text if self.colour else _ANSI_CODES.sub("", text))
+
+    def flush(self):
+        self.stream.flush()
+
+
+def _check_output(path):
+    """Fail before any work when ``path`` cannot be written: a missing or read-only folder."""
+    path = Path(path)
+    folder = path.parent
+    if path.is_dir():
+        raise IsADirectoryError(f"--out {str(path)!r} is a folder; give a file name inside it.")
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"The folder of --out {str(path)!r} does not exist: create {str(folder)!r} first."
+        )
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"Cannot write --out {str(path)!r}: {str(folder)!r} is not writable.")
 
 
 def _one_line(estimator):
@@ -59,24 +109,45 @@ def _size(values):
 
 def _detectors():
     """skocc's registered outlier detectors (not its transformers), by name."""
+    from . import autoencoder, two_stage  # noqa: F401  (defining the classes registers them)
     from .base import BaseDeepOneClass, registered_estimators
 
     return {n: c for n, c in registered_estimators().items() if issubclass(c, BaseDeepOneClass)}
 
 
+class _DetectorNames:
+    """``choices`` for --estimator that imports the estimators (and torch) only when asked.
+
+    argparse reads choices only to check a given value and to print help, so
+    ``skocc --version`` stays free of the heavy imports.
+    """
+
+    def __contains__(self, name):
+        return name in _detectors()
+
+    def __iter__(self):
+        return iter(sorted(_detectors()))
+
+
 def _fit(args):
     from . import save
+    from .base import resolve_device
     from .datasets import load_images
 
-    X, names = load_images(args.data, size=_size(args.size), grayscale=args.grayscale)
-    source = f"{len(names)} images" if names is not None else f"an array of {len(X)} samples"
-    _log(f"read {source} of shape {X.shape[1:]} from {args.data}")
+    # Every parameter is checked before a single image is read: a typo such
+    # as max_epoch=1 fails at once, not after reading the whole folder.
     estimator = _detectors()[args.estimator]()
     estimator.set_params(**dict(args.param or []))
     if args.verbose:
         estimator.set_params(verbose=args.verbose)
+    estimator._validate_params()
+    resolve_device(estimator.device)
+    X, names = load_images(args.data, size=_size(args.size), grayscale=args.grayscale)
+    source = f"{len(names)} images" if names is not None else f"an array of {len(X)} samples"
+    _log(f"read {source} of shape {X.shape[1:]} and dtype {X.dtype} from {args.data}")
     _log(f"fitting {_one_line(estimator)}")
-    estimator.fit(X)
+    with redirect_stdout(_ProgressToStderr(sys.stderr)) if args.verbose else nullcontext():
+        estimator.fit(X)
     save(estimator, args.out)
     _log(f"{estimator.n_epochs_} epochs on {estimator.device_}; saved the model to {args.out}")
     return 0
@@ -164,8 +235,9 @@ def build_parser():
     fit.add_argument(
         "--estimator",
         default="ConvAEOneClass",
-        choices=sorted(_detectors()),
-        help="estimator class (default ConvAEOneClass)",
+        choices=_DetectorNames(),
+        metavar="NAME",
+        help="estimator class: %(choices)s (default ConvAEOneClass)",
     )
     fit.add_argument(
         "--param",
@@ -178,7 +250,16 @@ def build_parser():
     fit.add_argument(
         "--size", nargs="+", type=int, metavar="N", help="folders: resize to HEIGHT [WIDTH]"
     )
-    fit.add_argument("--grayscale", action="store_true", help="folders: read one channel")
+    channels = fit.add_mutually_exclusive_group()
+    channels.add_argument(
+        "--grayscale", dest="grayscale", action="store_const", const=True, default=None,
+        help="folders: read one channel (default: the files' own mode, one channel "
+        "when every image is grayscale)",
+    )
+    channels.add_argument(
+        "--rgb", dest="grayscale", action="store_const", const=False,
+        help="folders: read three channels, also from grayscale files",
+    )
     fit.add_argument(
         "-v", "--verbose", action="count", default=0,
         help="-v: a line per epoch; -vv: also a progress bar (the estimator's verbose)",
@@ -234,7 +315,15 @@ def main(argv=None):
         parser.print_help(sys.stderr)
         return 2
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            # The command line decides how warnings show: each once, as one
+            # log line on stderr like every other message, whatever filters
+            # the environment set.
+            warnings.simplefilter("default")
+            warnings.showwarning = _log_warning
+            if getattr(args, "out", "-") != "-":
+                _check_output(args.out)  # before reading or training anything
+            return args.func(args)
     except _USER_ERRORS as exc:
         message = " ".join(str(exc).split())  # one line, whatever the exception held
         print(f"skocc {args.command}: error: {message}", file=sys.stderr)

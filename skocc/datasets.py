@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from numbers import Integral
 from pathlib import Path
 
@@ -87,13 +88,61 @@ def _import_pillow():
     return Image, ImageOps
 
 
-def load_image_folder(path, size=None, grayscale=False):
+# Pillow modes of one-channel images, and of those with 16 bits per pixel
+# (Pillow reads 16-bit grayscale PNGs as "I;16" or "I"; it has no 16-bit RGB mode).
+_GRAY_MODES = frozenset({"1", "L", "LA", "I", "F", "I;16", "I;16B", "I;16L", "I;16N"})
+_DEEP_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+
+
+def _read_image(file, size, grayscale, Image, ImageOps):
+    """One image as ``(H, W)`` or ``(H, W, 3)`` uint8, or uint16 for 16-bit files."""
+    with Image.open(file) as image:
+        image = ImageOps.exif_transpose(image)
+        gray = grayscale if grayscale is not None else image.mode in _GRAY_MODES
+        if image.mode not in _DEEP_MODES:
+            image = image.convert("L" if gray else "RGB")
+            if size is not None and image.size != (size[1], size[0]):
+                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            return np.asarray(image, dtype=np.uint8)
+        # 16-bit: read at full depth; resized in Pillow's float mode, so no
+        # value is cut to 8 bits on the way.
+        array = np.asarray(image).astype(np.float32)
+        if size is not None and array.shape != tuple(size):
+            resized = Image.fromarray(array).resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            array = np.asarray(resized)
+        array = np.clip(np.rint(array), 0, 65535).astype(np.uint16)
+        return array if gray else np.repeat(array[:, :, None], 3, axis=2)
+
+
+def _common_format(images):
+    """Every image with one channel count and one depth, as the first-come rules say.
+
+    Grayscale images join RGB ones as three equal channels (what Pillow's
+    conversion gives); 8-bit images join 16-bit ones multiplied by 257, so that
+    v / 255 == 257 v / 65535 and both depths read as the same intensity.
+    """
+    if any(a.ndim == 3 for a in images):
+        images = [a if a.ndim == 3 else np.repeat(a[:, :, None], 3, axis=2) for a in images]
+    if any(a.dtype == np.uint16 for a in images):
+        images = [
+            a if a.dtype == np.uint16 else a.astype(np.uint16) * np.uint16(257) for a in images
+        ]
+    return images
+
+
+def load_image_folder(path, size=None, grayscale=None):
     """Read the PNG and JPEG images of a folder into one array.
 
-    Files are read in name order; other files and sub-folders are skipped.
-    JPEG orientation tags are applied. Images are 8-bit: each is converted to
-    RGB (or to grayscale) with Pillow, so palette and RGBA images work (alpha
-    is dropped).
+    Files are read in name order; sub-folders are not read, and other files
+    are skipped with a warning that counts them. JPEG orientation tags are
+    applied. Palette and RGBA images are converted to RGB (alpha is dropped).
+
+    Pixel depth follows :func:`skocc.images.check_images`' rule: 8-bit files
+    give ``uint8`` arrays; 16-bit grayscale PNGs (as inspection cameras write
+    them) give ``uint16`` at full depth, which the estimators divide by 65535.
+    A folder that mixes both depths is read as ``uint16``, the 8-bit images
+    multiplied by 257 (the same intensity). Pillow reads 16-bit colour PNGs
+    at 8 bits only.
 
     Needs Pillow (``pip install "skocc[images]"``).
 
@@ -105,12 +154,14 @@ def load_image_folder(path, size=None, grayscale=False):
         Resize every image to ``(height, width)`` (an int: a square), with
         Pillow's antialiased bilinear filter. ``None`` keeps the sizes, which
         must then all be equal.
-    grayscale : bool, default=False
-        Convert to one channel (Pillow's ``"L"`` mode) instead of RGB.
+    grayscale : bool or None, default=None
+        ``None``: the files' own mode, one channel when every image is
+        grayscale, else RGB (grayscale images then get three equal channels).
+        ``True``: one channel (Pillow's ``"L"`` conversion); ``False``: RGB.
 
     Returns
     -------
-    images : ndarray of shape (n, H, W, 3), or (n, H, W) if grayscale, dtype uint8
+    images : ndarray of shape (n, H, W, 3) or (n, H, W), dtype uint8 or uint16
         Channels-last, as every skocc estimator reads it.
     names : list of str
         The file name of every image, in the order of ``images``.
@@ -124,30 +175,43 @@ def load_image_folder(path, size=None, grayscale=False):
         file), or the images differ in size and ``size`` is None.
     ImportError
         If Pillow is not installed.
+
+    Warns
+    -----
+    UserWarning
+        When files other than PNG and JPEG images were skipped (how many, and
+        the first names).
     """
     size = _check_size(size)
+    if grayscale is not None and not isinstance(grayscale, (bool, np.bool_)):
+        raise ValueError(f"grayscale must be None, True or False; got {grayscale!r}.")
     folder = Path(os.fspath(path))
     if not folder.exists():
         raise FileNotFoundError(f"No such folder: {str(folder)!r}.")
     if not folder.is_dir():
         raise ValueError(f"{str(folder)!r} is not a folder.")
-    files = sorted(
-        f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-    )
+    entries = sorted(f for f in folder.iterdir() if f.is_file())
+    files = [f for f in entries if f.suffix.lower() in IMAGE_EXTENSIONS]
     if not files:
         raise ValueError(
             f"No image in {str(folder)!r}: expected files ending in "
             f"{', '.join(IMAGE_EXTENSIONS)}."
         )
+    skipped = [f.name for f in entries if f.suffix.lower() not in IMAGE_EXTENSIONS]
+    if skipped:
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        shown = ", ".join(skipped[:5]) + more
+        warnings.warn(
+            f"Skipped {len(skipped)} file(s) of {str(folder)!r} that are not "
+            f"{'/'.join(e.lstrip('.').upper() for e in IMAGE_EXTENSIONS)} images: {shown}.",
+            UserWarning,
+            stacklevel=2,
+        )
     Image, ImageOps = _import_pillow()
     images = []
     for file in files:
         try:
-            with Image.open(file) as image:
-                image = ImageOps.exif_transpose(image).convert("L" if grayscale else "RGB")
-                if size is not None and image.size != (size[1], size[0]):
-                    image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-                images.append(np.asarray(image, dtype=np.uint8))
+            images.append(_read_image(file, size, grayscale, Image, ImageOps))
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise ValueError(f"Cannot read the image {str(file)!r}: {exc}") from None
         if images[-1].shape[:2] != images[0].shape[:2]:
@@ -158,10 +222,10 @@ def load_image_folder(path, size=None, grayscale=False):
                 f"{this[0]}x{this[1]}. Pass size=(height, width) to resize them all "
                 "(--size on the command line)."
             )
-    return np.stack(images), [f.name for f in files]
+    return np.stack(_common_format(images)), [f.name for f in files]
 
 
-def load_images(path, *, size=None, grayscale=False):
+def load_images(path, *, size=None, grayscale=None):
     """Read images from a ``.npz`` or ``.npy`` file or from a folder of images.
 
     The command line reads its data with this function.
@@ -179,7 +243,7 @@ def load_images(path, *, size=None, grayscale=False):
         File or folder.
     size : int, tuple of (int, int) or None, default=None
         For folders only: see :func:`load_image_folder`.
-    grayscale : bool, default=False
+    grayscale : bool or None, default=None
         For folders only: see :func:`load_image_folder`.
 
     Returns
@@ -209,11 +273,14 @@ def load_images(path, *, size=None, grayscale=False):
             f"Cannot read {str(path)!r}: expected a .npz or .npy file or a folder of "
             f"images ({', '.join(IMAGE_EXTENSIONS)})."
         )
-    if size is not None or grayscale:
+    if size is not None or grayscale is not None:
         raise ValueError(
             "size and grayscale apply to folders of images; the arrays of "
             f"{str(path)!r} are used as stored."
         )
+    if suffix == ".npy":
+        with open(path, "rb") as f:
+            _check_array_header(f, path, stored_bytes=path.stat().st_size)
     try:
         loaded = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
@@ -222,6 +289,43 @@ def load_images(path, *, size=None, grayscale=False):
         return loaded, None
     with loaded:
         return _the_array(loaded, path), None
+
+
+def _check_array_header(f, path, stored_bytes=None, name=None):
+    """Refuse an array whose header declares more data than the file or memory holds.
+
+    Reads only the header, so a file that declares 10^6 x 10^6 values is
+    refused before NumPy tries to allocate them. ``stored_bytes`` is the size
+    of an uncompressed file (None inside a compressed ``.npz``).
+    """
+    from ._engine import available_memory
+
+    what = f"{str(path)!r}" if name is None else f"the array {name} of {str(path)!r}"
+    try:
+        version = np.lib.format.read_magic(f)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0  # 2.0 and 3.0 differ in name encoding only
+        )
+        shape, _, dtype = read_header(f)
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"Cannot read {what}: {exc}") from None
+    if dtype.hasobject:
+        return  # np.load refuses it with allow_pickle=False, naming pickle
+    declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if stored_bytes is not None and declared > stored_bytes:
+        raise ValueError(
+            f"Cannot read {what}: its header declares an array of shape {shape} and dtype "
+            f"{dtype} ({declared / 2**30:.3g} GiB), but the file holds {stored_bytes} bytes."
+        )
+    available = available_memory("cpu")
+    if available is not None and declared > available:
+        raise ValueError(
+            f"Cannot read {what}: its array of shape {shape} and dtype {dtype} needs "
+            f"{declared / 2**30:.3g} GiB, more than the {available / 2**30:.1f} GiB of memory "
+            "available."
+        )
 
 
 def _the_array(data, path):
@@ -233,6 +337,8 @@ def _the_array(data, path):
             "(np.savez(path, X=images))."
         )
     name = "X" if "X" in names else names[0]
+    with data.zip.open(f"{name}.npy") as member:
+        _check_array_header(member, path, name=name)
     try:
         return data[name]
     except (ValueError, OSError) as exc:  # object arrays need pickle: refused

@@ -16,11 +16,13 @@ from scipy.spatial.distance import pdist
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
 from sklearn.covariance import LedoitWolf
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._outlier import THRESHOLD_CONSTRAINTS, OutlierContractMixin
+from ._constraints import StrictInterval
+from ._outlier import THRESHOLD_CONSTRAINTS, OutlierContractMixin, warn_if_not_finite
 from .base import resolve_device
+from .images import as_array
 
 __all__ = ["GaussianDensity", "GaussianKDE", "scaled_gamma"]
 
@@ -78,6 +80,27 @@ _THRESHOLD_DOC = """contamination : float, default=0.05
         Draws the held-out rows."""
 
 
+def check_bandwidth(bandwidth, name="bandwidth"):
+    """Raise a ValueError when a kernel of width ``bandwidth`` under- or overflows float64.
+
+    The log-density divides squared distances by ``2 h^2``: ``h^2`` must be a
+    positive, finite float64 whose reciprocal is finite too, which holds for
+    ``h`` between about 1e-154 and 1e154. ``name`` says which parameter set it.
+    """
+    h2 = float(bandwidth) * float(bandwidth)  # inf on overflow (** raises OverflowError)
+    if not (math.isfinite(h2) and h2 > 0 and math.isfinite(0.5 / h2)):
+        raise ValueError(
+            f"{name} gives a kernel bandwidth of {float(bandwidth)!r}, whose square "
+            f"{h2!r} under- or overflows float64; the bandwidth must lie between about "
+            "1e-154 and 1e154 (scale the features, or choose another value)."
+        )
+
+
+def _check_features(X):
+    """None, strings and iterators get an error naming X before scikit-learn reads them."""
+    return as_array(X, "X")
+
+
 class _Detector(OutlierContractMixin, OutlierMixin, BaseEstimator):
     """A density on feature vectors with the outlier contract and its calibration.
 
@@ -109,7 +132,8 @@ class _Detector(OutlierContractMixin, OutlierMixin, BaseEstimator):
         log_density : ndarray of shape (n_samples,), dtype float64
         """
         check_is_fitted(self)
-        return self._log_density(validate_data(self, X, dtype=np.float64, reset=False))
+        X = validate_data(self, _check_features(X), dtype=np.float64, reset=False)
+        return warn_if_not_finite(self._log_density(X), self._overflow_cause)
 
 
 class GaussianKDE(_Detector):
@@ -168,8 +192,11 @@ class GaussianKDE(_Detector):
 
     _parameter_constraints: dict = {
         **_Detector._parameter_constraints,
-        "bandwidth": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto", "median"})],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "bandwidth": [
+            StrictInterval(Real, 0, None, closed="neither"),
+            StrOptions({"auto", "median"}),
+        ],
+        "batch_size": [StrictInterval(Integral, 1, None, closed="left")],
         "device": [str],
     }
 
@@ -206,7 +233,7 @@ class GaussianKDE(_Detector):
         -------
         self : object
         """
-        X = validate_data(self, X, dtype=np.float64, reset=True)
+        X = validate_data(self, _check_features(X), dtype=np.float64, reset=True)
         resolve_device(self.device)  # a clear error for a bad device, before any work
         return self._fit_and_calibrate(X)
 
@@ -221,6 +248,11 @@ class GaussianKDE(_Detector):
             self.bandwidth_ = median / math.sqrt(2.0) if median > 0 else 1.0
         else:
             self.bandwidth_ = float(self.bandwidth)
+        check_bandwidth(
+            self.bandwidth_,
+            f"bandwidth={self.bandwidth!r}"
+            + (" (the rule's value for this X)" if isinstance(self.bandwidth, str) else ""),
+        )
         self.X_fit_ = X.copy()
 
     def _log_density(self, X):
@@ -239,6 +271,13 @@ class GaussianKDE(_Detector):
         if not out:
             return np.empty(0)
         return torch.cat(out).numpy() - const
+
+    @property
+    def _overflow_cause(self):
+        return (
+            "the squared distance to every training point overflows float64 at rows far "
+            f"from the training data, at bandwidth_={self.bandwidth_:.3g}"
+        )
 
 
 class GaussianDensity(_Detector):
@@ -290,16 +329,31 @@ class GaussianDensity(_Detector):
         -------
         self : object
         """
-        X = validate_data(self, X, dtype=np.float64, reset=True, ensure_min_samples=2)
+        X = validate_data(
+            self, _check_features(X), dtype=np.float64, reset=True, ensure_min_samples=2
+        )
         return self._fit_and_calibrate(X)
 
     def _fit_density(self, X):
-        lw = LedoitWolf().fit(X)
+        try:
+            # Overflow raises here instead of surfacing as a NaN that
+            # scikit-learn then reports as "Input contains NaN".
+            with np.errstate(over="raise", invalid="raise"):
+                lw = LedoitWolf().fit(X)
+                # Constant features give a singular covariance; a tiny ridge keeps it invertible.
+                cov = lw.covariance_ + 1e-10 * np.eye(X.shape[1]) * max(
+                    np.trace(lw.covariance_), 1.0
+                )
+                chol = np.linalg.cholesky(cov)
+        except (FloatingPointError, ValueError, np.linalg.LinAlgError) as exc:
+            raise ValueError(
+                f"The covariance of X overflowed float64 ({exc}): X has values up to "
+                f"{np.abs(X).max():.3g} in absolute value, whose squares exceed float64's range. "
+                "Scale the features (e.g. with sklearn.preprocessing.StandardScaler)."
+            ) from None
         self.location_ = lw.location_
         self.covariance_ = lw.covariance_
-        # Constant features give a singular covariance; a tiny ridge keeps it invertible.
-        cov = self.covariance_ + 1e-10 * np.eye(X.shape[1]) * max(np.trace(self.covariance_), 1.0)
-        self._chol = np.linalg.cholesky(cov)
+        self._chol = chol
         self._log_norm = float(
             np.log(np.diag(self._chol)).sum() + 0.5 * X.shape[1] * np.log(2.0 * np.pi)
         )
@@ -307,8 +361,15 @@ class GaussianDensity(_Detector):
     def _log_density(self, X):
         from scipy.linalg import solve_triangular
 
-        white = solve_triangular(self._chol, (X - self.location_).T, lower=True)
-        return -0.5 * (white**2).sum(axis=0) - self._log_norm
+        # Rows far outside the training range overflow to -inf: reported once,
+        # in score_samples, rather than by NumPy's warning from inside the sum.
+        with np.errstate(over="ignore", invalid="ignore"):
+            white = solve_triangular(self._chol, (X - self.location_).T, lower=True)
+            return -0.5 * (white**2).sum(axis=0) - self._log_norm
+
+    _overflow_cause = (
+        "the squared Mahalanobis distance overflows float64 at rows far from the training data"
+    )
 
 
 for _cls in (GaussianKDE, GaussianDensity):

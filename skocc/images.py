@@ -37,22 +37,141 @@ def infer_channels_last(shape: tuple[int, ...]) -> bool:
     return last in _CHANNEL_COUNTS and first not in _CHANNEL_COUNTS
 
 
-def _as_array(X):
-    """Torch tensors and pandas objects become NumPy arrays (no copy where possible)."""
+def as_array(X, input_name="X"):
+    """Torch tensors and sequences become NumPy arrays; refuse what holds no data.
+
+    Shared by every estimator's input check (images here, feature vectors in
+    :mod:`skocc.detectors`).
+
+    pandas objects and sparse matrices pass through for ``check_array``. The
+    checks come first so that None, strings, generators and ragged lists give
+    an error naming ``input_name`` rather than one from NumPy's internals.
+    """
     import torch
 
+    if X is None or isinstance(X, (str, bytes)):
+        raise TypeError(
+            f"{input_name} must be an array-like (NumPy array, list, DataFrame or torch "
+            f"tensor); got {type(X).__name__}."
+        )
     if isinstance(X, torch.Tensor):
         return X.detach().cpu().numpy()
-    return X
+    if hasattr(X, "dtype") or hasattr(X, "dtypes") or hasattr(X, "tocsr"):
+        return X  # an array, a pandas object or a sparse matrix
+    if hasattr(X, "__array__"):
+        return np.asarray(X)  # NumPy's array protocol: the dtype rule then applies
+    if not isinstance(X, (list, tuple)):
+        # A generator or iterator would be consumed by reading it, and other
+        # objects are no images: ask for the array instead of guessing.
+        raise TypeError(
+            f"{input_name} must be an array-like (NumPy array, list, DataFrame or torch "
+            f"tensor); got {type(X).__name__}. Convert iterators with np.asarray(list(...))."
+        )
+    try:
+        array = np.asarray(X)
+    except ValueError as exc:  # NumPy refuses inhomogeneous nesting
+        raise ValueError(
+            f"{input_name} is a ragged sequence: its samples must all have one shape "
+            f"({' '.join(str(exc).split())})."
+        ) from None
+    if array.dtype == object:
+        raise ValueError(
+            f"{input_name} is a ragged or mixed sequence (NumPy reads it as dtype=object): "
+            "every sample must have the same shape and hold numbers."
+        )
+    return array
 
 
-def _is_uint8(X):
-    """uint8 arrays, and DataFrames whose every column is uint8, are pixel data."""
+def _pixel_dtype(X):
+    """The dtype that decides how ``X`` is scaled: its own, or a DataFrame's common one."""
     dtype = getattr(X, "dtype", None)
     if dtype is not None:
-        return np.dtype(dtype) == np.uint8
+        return dtype if isinstance(dtype, np.dtype) else None  # pandas extension types: as before
     dtypes = getattr(X, "dtypes", None)  # pandas DataFrame
-    return dtypes is not None and len(dtypes) > 0 and all(d == np.uint8 for d in dtypes)
+    if dtypes is None or len(dtypes) == 0:
+        return None
+    kinds = {d if isinstance(d, np.dtype) else None for d in dtypes}
+    return kinds.pop() if len(kinds) == 1 else None
+
+
+def _check_dtype(X, input_name):
+    """Refuse dtypes that hold no pixel values, with a message naming ``input_name``."""
+    dtype = _pixel_dtype(X)
+    if dtype is None:
+        return None
+    # ValueError, as scikit-learn raises for arrays of the wrong kind of values.
+    if dtype.kind == "c":
+        raise ValueError(
+            f"Complex data not supported: {input_name} must hold real numbers (pixel "
+            f"values); got an array of dtype {dtype}."
+        )
+    if dtype.kind in "USMmV":
+        raise ValueError(
+            f"{input_name} must hold real numbers (pixel values); got an array of dtype {dtype}."
+        )
+    if dtype == object:
+        try:
+            converted = np.asarray(X, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            # The type NumPy raised: TypeError for objects that are no numbers
+            # (scikit-learn's convention), ValueError for unparsable strings.
+            raise type(exc)(
+                f"{input_name} must hold real numbers (pixel values); its dtype=object "
+                f"entries do not convert to float ({exc})."
+            ) from None
+        return converted.dtype
+    return dtype
+
+
+def _integer_as_pixels(X, dtype, input_name):
+    """Integer pixel data as ``uint8`` (kept as bytes) or scaled ``float32``.
+
+    The rule: ``uint8`` is 8-bit pixel data and ``uint16`` 16-bit pixel data;
+    any other integer dtype (int8 to int64, uint32, uint64, and the int64
+    arrays NumPy makes of lists of ints) is 8-bit pixel data whose values must
+    lie in 0..255. Its scale is never guessed from the values: one sample of
+    300 would otherwise switch a whole call to another divisor, a silent
+    change of every score.
+    """
+    if dtype == np.uint8:
+        return X, "uint8"
+    values = np.asarray(X)
+    if dtype == np.uint16:
+        return values, "uint16"
+    lo, hi = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    if lo < 0 or hi > 255:
+        raise ValueError(
+            f"{input_name} has integer dtype {dtype} with values in [{lo}, {hi}]. Integer "
+            "images other than uint16 are read as 8-bit pixels, whose values lie in "
+            "[0, 255]. Cast 16-bit pixel data to uint16 (X.astype(np.uint16), scaled by "
+            "1/65535), or pass floats on a small scale, such as [0, 1]."
+        )
+    return values.astype(np.uint8), "uint8"
+
+
+def _check_conversion_memory(X, dtype, input_name):
+    """Refuse a float32 copy of ``X`` larger than half the memory available.
+
+    check_array copies ``X`` when its dtype changes. A broadcast view (which
+    holds one row in memory) or a large float64 array can need tens of GiB for
+    that copy; the error comes before the allocation, not from it. Half,
+    because the copy is only the input: training or scoring it needs memory
+    too (the network, its batches, the scores).
+    """
+    from ._engine import available_memory
+
+    shape = getattr(X, "shape", None)
+    if shape is None or dtype in (np.float32, np.uint8):
+        return
+    needed = 4 * int(np.prod(shape, dtype=np.float64))
+    available = available_memory("cpu")
+    if available is not None and needed > available // 2:
+        raise ValueError(
+            f"{input_name} of shape {tuple(shape)} and dtype {dtype} must be converted to "
+            f"float32, which needs {needed / 2**30:.1f} GiB, more than half of the "
+            f"{available / 2**30:.1f} GiB of memory available. Pass float32 or uint8 "
+            "images (used without a copy), or score in chunks of fewer samples."
+        )
 
 
 def _normalise_image_shape(image_shape, n_view_axes):
@@ -60,7 +179,10 @@ def _normalise_image_shape(image_shape, n_view_axes):
     expected = "(H, W) or (C, H, W)" if n_view_axes == 0 else "(V, H, W) or (V, C, H, W)"
     if (
         not isinstance(image_shape, (tuple, list))
-        or not all(isinstance(s, numbers.Integral) and s >= 1 for s in image_shape)
+        or not all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
+            for s in image_shape
+        )
         or len(image_shape) not in (2 + n_view_axes, 3 + n_view_axes)
     ):
         raise ValueError(
@@ -96,9 +218,21 @@ def check_images(
     ``image_shape=(V, C, H, W)``; 2-D input without ``image_shape`` is one view
     of one-row images, ``(n, 1, 1, 1, n_features)``.
 
-    Lists, pandas DataFrames and torch tensors are accepted. ``uint8`` data keeps
-    its dtype (the network scales it to [0, 1] batch by batch); every other
-    numeric dtype is converted to ``float32`` and used as given.
+    Lists, pandas DataFrames and torch tensors are accepted. Pixel values
+    follow one rule, by dtype:
+
+    - ``uint8``: 8-bit pixels; kept as bytes (the network scales them to
+      [0, 1] batch by batch, on the device);
+    - ``uint16``: 16-bit pixels, as 16-bit cameras and PNGs give them;
+      divided by 65535 into ``float32``;
+    - any other integer dtype, and lists of ints (which NumPy reads as int64):
+      8-bit pixels, whose values must lie in 0..255; read as ``uint8``, so a
+      model fitted on ``uint8`` images scores an ``int64`` copy or a list of
+      the same images identically. Other values raise a ValueError: the scale
+      is never guessed from the values;
+    - ``bool``: 0 and 1, as ``float32``;
+    - floating-point dtypes: converted to ``float32`` and used as given, so
+      give them on a small scale such as [0, 1].
 
     Parameters
     ----------
@@ -119,31 +253,48 @@ def check_images(
     Returns
     -------
     images : ndarray of shape (n, C, H, W) or (n, V, C, H, W)
-        ``uint8`` or ``float32``; may share memory with ``X``, so callers must
+        ``uint8`` or ``float32`` (see the rule above); may share memory with ``X``, so callers must
         not write into it.
 
     Raises
     ------
     ValueError
-        On NaN or infinite values, no samples, a number of dimensions or a size
-        that fits no layout.
+        On NaN or infinite values, no samples, a ragged sequence, an image
+        with no channel or pixel, integer values outside 0..255 (other than
+        ``uint16``), a number of dimensions or a size that fits no layout, or
+        a float32 copy larger than the memory available.
     TypeError
-        On non-numeric or sparse input.
+        On None, strings, iterators, non-numeric or sparse input.
     """
     if data_format not in DATA_FORMATS:
         raise ValueError(f"data_format must be one of {DATA_FORMATS}; got {data_format!r}.")
-    X = _as_array(X)
-    keep_uint8 = _is_uint8(X)
+    X = as_array(X, input_name)
+    dtype = _check_dtype(X, input_name)
+    pixels = None
+    if dtype is not None and dtype.kind in "ui":
+        X, pixels = _integer_as_pixels(X, dtype, input_name)
+    elif dtype is not None:
+        _check_conversion_memory(X, dtype, input_name)
     X = check_array(
         X,
         accept_sparse=False,
-        dtype=np.uint8 if keep_uint8 else np.float32,
+        dtype=np.uint8 if pixels == "uint8" else np.float32,
         allow_nd=True,
         ensure_all_finite=True,
         ensure_min_samples=1,
         input_name=input_name,
         estimator=estimator_name,
     )
+    if pixels == "uint16":
+        # Scaled here, not on the device: torch reads uint16 arrays only from
+        # version 2.3 on, and skocc supports 2.2. The float32 copy is twice the
+        # uint16 data, as any other float input is.
+        X = np.multiply(X, np.float32(1.0 / 65535.0), dtype=np.float32)
+    if X.ndim > 1 and 0 in X.shape[1:]:
+        raise ValueError(
+            f"Expected {input_name} with at least one channel and one pixel per image; got "
+            f"an array of shape {X.shape}."
+        )
     if any(stride < 0 for stride in X.strides):
         # Flipped views (np.flip, [::-1]) have negative strides, which torch cannot wrap.
         X = X.copy()

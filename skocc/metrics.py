@@ -117,6 +117,14 @@ class _AnomalyScorer:
             values = estimator.predict(X)
         else:
             values = -np.asarray(estimator.score_samples(X), dtype=float)
+            bad = ~np.isfinite(values)
+            if bad.any():
+                # Ranking NaN is undefined: name the estimator, not sklearn's "Input contains NaN".
+                raise ValueError(
+                    f"{self!r} needs finite scores, but score_samples of "
+                    f"{type(estimator).__name__} returned {int(bad.sum())} NaN or infinite "
+                    f"value(s) of {len(values)}; check the estimator and the scale of X."
+                )
         return self.metric(y, values, anomaly_label=self.anomaly_label)
 
     def __repr__(self):

@@ -8,12 +8,12 @@ import numpy as np
 import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import TransformerTags
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._docstrings import fill_doc, with_defaults
 from ._engine import OneClassNet, SelfSupervisedCriterion
-from .base import BaseDeepImageModel
+from .base import BaseDeepImageModel, StrictInterval
 from .nn import ImagePreprocess
 from .nn.self_supervised import ENCODERS, FEATURE_LAYERS, PRETEXTS, SelfSupervisedNet
 
@@ -22,6 +22,8 @@ __all__ = ["SelfSupervisedFeatures"]
 
 def _check_crop_scale(crop_scale):
     try:
+        if any(isinstance(v, bool) for v in crop_scale):
+            raise TypeError  # a bool is no area fraction
         lo, hi = (float(v) for v in crop_scale)
     except (TypeError, ValueError):
         lo = hi = None
@@ -161,13 +163,13 @@ class SelfSupervisedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         **BaseDeepImageModel._parameter_constraints,
         "pretext": [StrOptions(set(PRETEXTS))],
         "encoder": [StrOptions(set(ENCODERS))],
-        "width": [Interval(Integral, 1, None, closed="left"), None],
-        "head_dim": [Interval(Integral, 1, None, closed="left")],
+        "width": [StrictInterval(Integral, 1, None, closed="left"), None],
+        "head_dim": [StrictInterval(Integral, 1, None, closed="left")],
         "feature_layer": [StrOptions(set(FEATURE_LAYERS))],
-        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "temperature": [StrictInterval(Real, 0, None, closed="neither")],
         "crop_scale": [tuple, list],
         "flip": ["boolean"],
-        "jitter": [Interval(Real, 0, 1, closed="left")],
+        "jitter": [StrictInterval(Real, 0, 1, closed="left")],
     }
 
     def __init__(

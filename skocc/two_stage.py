@@ -10,11 +10,13 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
 from sklearn.svm import OneClassSVM
 from sklearn.utils import _safe_indexing, check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.validation import _num_samples, check_is_fitted
 
+from ._constraints import StrictInterval
 from ._outlier import THRESHOLD_CONSTRAINTS, OutlierContractMixin, select_inliers
-from .detectors import GaussianDensity, GaussianKDE, scaled_gamma
+from .detectors import GaussianDensity, GaussianKDE, check_bandwidth, scaled_gamma
+from .images import as_array
 from .self_supervised import SelfSupervisedFeatures
 
 __all__ = ["TwoStageOneClass"]
@@ -175,7 +177,7 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "features": [HasMethods(["fit", "transform"]), None],
         "detector": [StrOptions(set(DETECTORS)), HasMethods(["fit", "score_samples"])],
-        "gamma": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "gamma": [StrictInterval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "rotation_ensemble": ["boolean"],
         **THRESHOLD_CONSTRAINTS,
         "random_state": ["random_state"],
@@ -228,6 +230,9 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
                 "Sparse data was passed to TwoStageOneClass, but dense data is required: "
                 "pass the images as a dense array."
             )
+        # Lists and tensors become arrays, so that the held-out split can index
+        # them; None, strings and generators get an error naming X.
+        X = as_array(X, "X")
         rng = check_random_state(self.random_state)
         features = clone(self.features) if self.features is not None else SelfSupervisedFeatures()
         self._pass_on_random_state(features, rng)
@@ -314,9 +319,11 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
             return GaussianDensity(calibration="train"), None
         gamma = scaled_gamma(train) if self.gamma == "auto" else float(self.gamma)
         if self.detector == "kde":
+            with np.errstate(over="ignore"):
+                bandwidth = 1.0 / math.sqrt(2.0 * gamma) if 2.0 * gamma < math.inf else 0.0
+            check_bandwidth(bandwidth, f"gamma={self.gamma!r} (bandwidth = 1 / sqrt(2 gamma))")
             # "auto": the GPU when there is one at scoring time, so a model
             # trained on a GPU and unpickled on a CPU-only machine still scores.
-            bandwidth = 1.0 / math.sqrt(2.0 * gamma)
             return GaussianKDE(bandwidth=bandwidth, calibration="train", device="auto"), gamma
         return OneClassSVM(kernel="rbf", gamma=gamma, nu=0.1), gamma
 

@@ -149,12 +149,15 @@ def test_score_labels_nan_scores_as_anomalies_like_predict(digits_files, tmp_pat
     assert [int(r["prediction"]) for r in rows] == predicted.tolist() == [-1] * len(X_test)
 
 
-def test_verbose_shows_epochs(digits_files, tmp_path, capsys):
+def test_verbose_shows_epochs_on_stderr_without_colour(digits_files, tmp_path, capsys):
     folder, _ = digits_files
     assert main(["fit", "--data", str(folder / "train.npz"), "--out", str(tmp_path / "m.skocc"),
                  "-v", *FAST_PARAMS]) == 0
-    out = capsys.readouterr().out
-    assert "train_loss" in out and len([l for l in out.splitlines() if l.strip()[:1].isdigit()]) == 2
+    captured = capsys.readouterr()
+    err = captured.err
+    assert captured.out == ""  # stdout is kept for data
+    assert "train_loss" in err and len([l for l in err.splitlines() if l.strip()[:1].isdigit()]) == 2
+    assert "\x1b[" not in err  # captured stderr is no terminal: no colour codes
 
 
 def _png_folder(path, images, sizes=None):

@@ -27,11 +27,13 @@ def test_folder_of_rgb_and_grayscale_images(tmp_path):
         _write(tmp_path, f"img{i}.png", image)
     (tmp_path / "notes.txt").write_text("not an image")
     (tmp_path / "sub").mkdir()
-    images, names = load_image_folder(tmp_path)
+    with pytest.warns(UserWarning, match=r"Skipped 1 file\(s\) .* notes\.txt"):
+        images, names = load_image_folder(tmp_path)
     assert names == ["img0.png", "img1.png", "img2.png"]
     assert images.shape == (3, 6, 5, 3) and images.dtype == np.uint8
     np.testing.assert_array_equal(images[2], rgb[0])  # PNG is lossless
-    gray, _ = load_image_folder(tmp_path, grayscale=True)
+    with pytest.warns(UserWarning, match="Skipped 1 file"):
+        gray, _ = load_image_folder(tmp_path, grayscale=True)
     assert gray.shape == (3, 6, 5)
 
 
@@ -108,3 +110,52 @@ def test_array_errors(tmp_path, make, kwargs, error, match):
     files = [f for f in tmp_path.iterdir()] or [tmp_path / "d.npz"]
     with pytest.raises(error, match=match):
         load_images(files[0], **kwargs)
+
+
+def test_grayscale_files_keep_one_channel_unless_forced(tmp_path):
+    for i in range(2):
+        _write(tmp_path, f"g{i}.png", _pattern(5, 6, seed=i))
+    images, _ = load_image_folder(tmp_path)
+    assert images.shape == (2, 5, 6) and images.dtype == np.uint8
+    rgb, _ = load_image_folder(tmp_path, grayscale=False)
+    assert rgb.shape == (2, 5, 6, 3)
+    np.testing.assert_array_equal(rgb[..., 1], images)  # three equal channels
+    _write(tmp_path, "h.png", _pattern(5, 6, 3))  # one colour file: all read as RGB
+    mixed, _ = load_image_folder(tmp_path)
+    assert mixed.shape == (3, 5, 6, 3)
+    np.testing.assert_array_equal(mixed[:2], rgb)
+
+
+def _write16(folder, name, array):
+    folder.mkdir(exist_ok=True)
+    Image.fromarray(array.astype(np.uint16)).save(folder / name)
+
+
+def test_16_bit_pngs_are_read_at_full_depth(tmp_path):
+    deep = np.random.RandomState(0).randint(0, 65536, size=(2, 6, 7)).astype(np.uint16)
+    for i, image in enumerate(deep):
+        _write16(tmp_path, f"d{i}.png", image)
+    images, _ = load_image_folder(tmp_path)
+    assert images.dtype == np.uint16
+    np.testing.assert_array_equal(images, deep)
+    # An 8-bit file in the folder joins at the same intensity (x 257).
+    _write(tmp_path, "e.png", np.full((6, 7), 128, np.uint8))
+    mixed, _ = load_image_folder(tmp_path)
+    assert mixed.dtype == np.uint16 and np.all(mixed[2] == 128 * 257)
+    np.testing.assert_array_equal(mixed[:2], deep)
+    # Resizing keeps 16 bits: a constant image stays exactly constant.
+    _write16(tmp_path / "flat", "f.png", np.full((10, 10), 40000))
+    flat, _ = load_image_folder(tmp_path / "flat", size=3)
+    assert flat.dtype == np.uint16 and np.all(flat == 40000)
+    rgb, _ = load_image_folder(tmp_path / "flat", grayscale=False)
+    assert rgb.shape == (1, 10, 10, 3) and np.all(rgb == 40000)
+
+
+@pytest.mark.parametrize("shape", [(10**6, 10**6), (10**9,)])
+def test_npy_header_is_checked_before_loading(tmp_path, shape):
+    header = {"descr": "<f8", "fortran_order": False, "shape": shape}
+    with open(tmp_path / "big.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.write(bytes(64))
+    with pytest.raises(ValueError, match=r"header declares an array of shape .* but the file holds"):
+        load_images(tmp_path / "big.npy")

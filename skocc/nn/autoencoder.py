@@ -85,7 +85,9 @@ class SpectralNormalized(nn.Module):
         three significant digits.
         """
         device_type = self.layer.weight.device.type
-        if torch.is_autocast_enabled(device_type):
+        # torch has no autocast state for the meta device, on which skocc
+        # traces the network to estimate its memory before building it.
+        if device_type != "meta" and torch.is_autocast_enabled(device_type):
             with torch.autocast(device_type, enabled=False):
                 return self._sigma()
         return self._sigma()

@@ -13,7 +13,9 @@ class ImagePreprocess(nn.Module):
     Runs inside the network, so it happens on the device, once per batch, and is
     applied identically when training, scoring and encoding.
 
-    ``uint8`` batches are scaled to [0, 1]; every other dtype is used as given.
+    ``uint8`` batches are scaled to [0, 1]; every other dtype is used as given
+    (:func:`skocc.images.check_images` has already turned ``uint16`` and other
+    integer images into ``uint8`` or scaled ``float32``).
     Deciding by dtype (not by what was seen in ``fit``) keeps the rule the same for
     every call: a model fitted on ``uint8`` images scores float images in [0, 1]
     consistently.

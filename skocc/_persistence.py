@@ -434,7 +434,8 @@ def load(path, *, device=None):
     _check_model_path(path)
 
     def invalid(detail):
-        return ValueError(f"{str(path)!r} is not a valid skocc model file: {detail}.")
+        # rstrip: scikit-learn's and torch's messages end with their own period.
+        return ValueError(f"{str(path)!r} is not a valid skocc model file: {str(detail).rstrip('.')}.")
 
     # The safetensors header is read and checked here, not by safe_open: it
     # maps the whole file into memory at once, and mapping a file that

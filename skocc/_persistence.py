@@ -435,7 +435,8 @@ def load(path, *, device=None):
 
     def invalid(detail):
         # rstrip: scikit-learn's and torch's messages end with their own period.
-        return ValueError(f"{str(path)!r} is not a valid skocc model file: {str(detail).rstrip('.')}.")
+        detail = str(detail).rstrip(".")
+        return ValueError(f"{str(path)!r} is not a valid skocc model file: {detail}.")
 
     # The safetensors header is read and checked here, not by safe_open: it
     # maps the whole file into memory at once, and mapping a file that
@@ -728,7 +729,7 @@ def _check_n_views(value, estimator, checked):
 def _check_input_shape(value, estimator, checked):
     expected = tuple(estimator._network_input_shape(checked["image_shape_"]))
     same = isinstance(value, (tuple, list)) and tuple(value) == expected
-    if not (same and all(map(_is_int, value))):
+    if not (same and all(_is_int(v, 1, _MAX_SIDE) for v in value)):
         raise _Expected(
             f"{expected} (image_shape_ {checked['image_shape_']} at "
             f"resolution={estimator.resolution!r})"

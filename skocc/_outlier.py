@@ -131,7 +131,9 @@ class OutlierContractMixin:
         Held-out scores give the split-conformal threshold; training scores
         (``held_out=False``) give scikit-learn's training quantile.
         """
-        scores = np.sort(np.asarray(scores, dtype=np.float64))
+        scores = np.asarray(scores, dtype=np.float64)
+        # A NaN score (a network that overflowed) is the most anomalous, as in predict.
+        scores = np.sort(np.where(np.isnan(scores), -np.inf, scores))
         if held_out:
             offset = conformal_threshold(scores, self.contamination)
         else:

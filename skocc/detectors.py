@@ -259,3 +259,13 @@ class GaussianDensity(_Detector):
 
         white = solve_triangular(self._chol, (X - self.location_).T, lower=True)
         return -0.5 * (white**2).sum(axis=0) - self._log_norm
+
+    def _log_density_parameters(self):
+        """``(location, cholesky, log_norm)`` of the fitted Gaussian.
+
+        :meth:`score_samples` is ``-0.5 * ||L^-1 (x - location)||^2 - log_norm``
+        with ``L = cholesky`` (lower triangular, of the ridged covariance);
+        :func:`skocc.export_onnx` writes the same into its graph.
+        """
+        check_is_fitted(self)
+        return self.location_, self._chol, self._log_norm

@@ -3,6 +3,7 @@
 # Defined first: the modules imported below read it.
 __version__ = "0.1.0.dev0"
 
+from ._onnx import export_onnx  # noqa: E402
 from ._persistence import load, save  # noqa: E402
 from .autoencoder import ConvAEOneClass, MultiViewConvAEOneClass  # noqa: E402
 from .images import stack_views  # noqa: E402
@@ -14,6 +15,7 @@ __all__ = [
     "MultiViewConvAEOneClass",
     "SelfSupervisedFeatures",
     "TwoStageOneClass",
+    "export_onnx",
     "load",
     "save",
     "stack_views",

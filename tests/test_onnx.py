@@ -20,7 +20,10 @@ import contextlib
 import copy
 import io
 import json
+import re
+import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -330,3 +333,28 @@ def test_cli_export_refuses_features_in_one_line(two_stage_gde, tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert err.startswith("skocc export: error:") and "cannot be exported" in err
     assert "SelfSupervisedFeatures" in err and "\n" not in err
+
+
+# ---------------------------------------------------------------- documentation
+def test_user_guide_deployment_example_runs_without_skocc(cli_export, autoencoders, tmp_path, monkeypatch):
+    # The user guide's example as a reader runs it: in a folder holding
+    # model.onnx, with skocc and torch unimportable.
+    text = (Path(__file__).resolve().parents[1] / "docs" / "user_guide.rst").read_text()
+    section = text[text.index(".. _deployment:"):]
+    blocks = re.findall(r"\.\. code-block:: python\n\n((?:   .*\n|\n)+)", section)
+    example = next(b for b in blocks if "onnxruntime" in b)
+    code = "\n".join(line[3:] for line in example.splitlines())
+    assert "skocc" not in code and "torch" not in code
+    path, code_status, _ = cli_export
+    assert code_status == 0
+    shutil.copy(path, tmp_path / "model.onnx")
+    monkeypatch.chdir(tmp_path)
+    for name in ("skocc", "torch"):
+        monkeypatch.setitem(sys.modules, name, None)
+    namespace = {}
+    exec(compile(code, "user_guide.rst", "exec"), namespace)
+    monkeypatch.undo()
+    model = autoencoders[None]
+    zeros = np.zeros((16, 1, 8, 8), dtype=np.float32)
+    np.testing.assert_allclose(namespace["score"], model.score_samples(zeros), rtol=RTOL, atol=TERM_ATOL)
+    assert namespace["labels"].tolist() == model.predict(zeros).tolist()

@@ -306,6 +306,22 @@ def _metadata(model, layout, input_dtype, input_shape, output_names, opset):
     }
 
 
+def _check_opset(proto, opset):
+    """Raise unless ``proto`` is in ``opset``.
+
+    torch's exporter writes opset 18 and converts to the one asked for; where
+    that conversion fails it logs a warning and keeps 18, and the file would
+    then not be what its metadata says.
+    """
+    written = [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")]
+    if written != [opset]:
+        raise ValueError(
+            f"torch's ONNX exporter could not convert the graph to opset={opset}; it wrote "
+            f"opset {written[0] if len(written) == 1 else written}. Export with "
+            f"opset={DEFAULT_OPSET}, which it writes natively."
+        )
+
+
 def _graph_module(model, network_model, graph_class, layout):
     """The graph module around a CPU copy of the fitted network.
 
@@ -384,8 +400,9 @@ def export_onnx(model, path, *, input_layout="auto", input_dtype="uint8", opset=
         ``score_samples`` applies to each dtype.
     opset : int, default=18
         ONNX opset of the file. 18, the first with antialiased ``Resize``, is
-        the one torch's exporter writes natively; a later one is converted to
-        by onnxscript.
+        the one torch's exporter writes natively; a later one (up to the
+        newest the installed onnx defines) is converted to by onnxscript, and
+        a ValueError says so if that conversion fails.
 
     Raises
     ------
@@ -421,6 +438,12 @@ def export_onnx(model, path, *, input_layout="auto", input_dtype="uint8", opset=
     (5, 8, 8)
     """
     onnx = _import_exporter()
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise ValueError(
+            f"opset must be at most {newest}, the newest opset the installed onnx "
+            f"{onnx.__version__} defines; got {opset}."
+        )
     network_model, graph_class = _network_model(model)
     precision = network_model.net_.precision  # as fitted: set_params since changes nothing
     if precision != "float32":
@@ -454,6 +477,7 @@ def export_onnx(model, path, *, input_layout="auto", input_dtype="uint8", opset=
             verbose=False,
         )
     proto = program.model_proto
+    _check_opset(proto, int(opset))
     metadata = _metadata(model, layout, input_dtype, input_shape, output_names, int(opset))
     del proto.metadata_props[:]
     for key, value in metadata.items():

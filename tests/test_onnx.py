@@ -305,6 +305,23 @@ def test_bad_options_name_the_argument(autoencoders, tmp_path, options, match):
         export_onnx(autoencoders[None], tmp_path / "model.onnx", **options)
 
 
+def test_opset_beyond_what_onnx_defines_is_refused(autoencoders, tmp_path):
+    newest = onnx.defs.onnx_opset_version()
+    with pytest.raises(ValueError, match=f"opset must be at most {newest}.*got {newest + 1}"):
+        export_onnx(autoencoders[None], tmp_path / "model.onnx", opset=newest + 1)
+
+
+def test_a_file_in_another_opset_than_asked_is_refused():
+    from skocc._onnx import _check_opset
+
+    # What torch's exporter writes when its conversion to the opset asked for fails.
+    graph = onnx.helper.make_graph([], "g", [], [])
+    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
+    _check_opset(proto, 18)
+    with pytest.raises(ValueError, match="could not convert the graph to opset=21; it wrote opset 18"):
+        _check_opset(proto, 21)
+
+
 @pytest.mark.parametrize("missing", ["onnx", "onnxscript"])
 def test_import_error_names_the_extra(autoencoders, tmp_path, monkeypatch, missing):
     monkeypatch.setitem(sys.modules, missing, None)  # makes `import <missing>` fail

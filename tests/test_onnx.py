@@ -106,7 +106,8 @@ def _two_stage_atol(model):
 def _check_parity(session, model, images, graph_input, atol, maps=True):
     """Scores, decisions (and maps) of the graph against the model's, batches of 1 and 37."""
     for n in (1, 37):
-        outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": graph_input[:n]})))
+        names = [o.name for o in session.get_outputs()]
+        outputs = dict(zip(names, session.run(None, {"images": graph_input[:n]})))
         expected = model.score_samples(images[:n])
         assert outputs["score"].dtype == np.float64 and outputs["score"].shape == (n,)
         np.testing.assert_allclose(outputs["score"], expected, rtol=RTOL, atol=atol)
@@ -186,7 +187,8 @@ def test_two_stage_gde_rotation_ensemble_scores_match(two_stage_gde, images, tmp
     _, X_test = images
     assert len(two_stage_gde.detectors_) == 4
     session = _export(two_stage_gde, tmp_path / "model.onnx", input_dtype="float32")
-    _check_parity(session, two_stage_gde, X_test, X_test[:, None], _two_stage_atol(two_stage_gde), maps=False)
+    atol = _two_stage_atol(two_stage_gde)
+    _check_parity(session, two_stage_gde, X_test, X_test[:, None], atol, maps=False)
 
 
 def test_two_stage_kde_normalized_resized_scores_match(images, tmp_path):
@@ -286,7 +288,8 @@ def test_refuses_features_it_cannot_trace(two_stage_gde, images, tmp_path):
 
 def test_refuses_other_estimators_and_unfitted_models(tmp_path):
     kde = GaussianKDE().fit(np.random.default_rng(0).normal(size=(20, 3)))
-    with pytest.raises(TypeError, match="ConvAEOneClass, MultiViewConvAEOneClass or TwoStageOneClass; got skocc.detectors.GaussianKDE"):
+    expected = "ConvAEOneClass, MultiViewConvAEOneClass or TwoStageOneClass; got skocc.detectors.GaussianKDE"
+    with pytest.raises(TypeError, match=expected):
         export_onnx(kde, tmp_path / "model.onnx")
     with pytest.raises(NotFittedError):
         export_onnx(ConvAEOneClass(), tmp_path / "model.onnx")
@@ -345,7 +348,8 @@ def test_reduced_precision_is_announced(autoencoders, tmp_path, monkeypatch):
 # ---------------------------------------------------------------- command line
 def test_cli_export_refuses_features_in_one_line(two_stage_gde, tmp_path, capsys):
     skocc.save(two_stage_gde.features_, tmp_path / "features.skocc")
-    code = main(["export", "--model", str(tmp_path / "features.skocc"), "--out", str(tmp_path / "f.onnx")])
+    argv = ["export", "--model", str(tmp_path / "features.skocc"), "--out", str(tmp_path / "f.onnx")]
+    code = main(argv)
     assert code == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("skocc export: error:") and "cannot be exported" in err
@@ -353,7 +357,9 @@ def test_cli_export_refuses_features_in_one_line(two_stage_gde, tmp_path, capsys
 
 
 # ---------------------------------------------------------------- documentation
-def test_user_guide_deployment_example_runs_without_skocc(cli_export, autoencoders, tmp_path, monkeypatch):
+def test_user_guide_deployment_example_runs_without_skocc(
+    cli_export, autoencoders, tmp_path, monkeypatch
+):
     # The user guide's example as a reader runs it: in a folder holding
     # model.onnx, with skocc and torch unimportable.
     text = (Path(__file__).resolve().parents[1] / "docs" / "user_guide.rst").read_text()

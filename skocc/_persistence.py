@@ -31,7 +31,7 @@ from sklearn.utils.validation import check_is_fitted
 from skorch.exceptions import DeviceWarning
 from skorch.history import History
 
-from . import __version__
+from ._version import __version__
 from .base import _REGISTRY, resolve_device
 
 __all__ = ["FORMAT_VERSION", "load", "save"]

@@ -29,6 +29,23 @@ __all__ = ["ConvAEOneClass", "MultiViewConvAEOneClass"]
 _SCORES = ("latent", "reconstruction", "combined")
 
 
+def _combine_terms(score_type, recon, latent, mean, std, recon_stats, latent_stats):
+    """The anomaly score of ``score_type`` from its two terms.
+
+    ``recon_stats`` and ``latent_stats`` index the training means ``mean`` and
+    standard deviations ``std``. Plain arithmetic and indexing, so the same
+    function combines NumPy arrays in ``score_samples`` and tensors in the
+    graph of :func:`skocc.export_onnx`.
+    """
+    if score_type == "reconstruction":
+        return recon
+    if score_type == "latent":
+        return latent
+    return (recon - mean[recon_stats]) / std[recon_stats] + (
+        latent - mean[latent_stats]
+    ) / std[latent_stats]
+
+
 def _check_channels(channels):
     if len(channels) == 0 or not all(
         isinstance(c, Integral) and not isinstance(c, bool) and c >= 1 for c in channels
@@ -280,14 +297,9 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
             raise ValueError(
                 f"score_type must be one of {_SCORES}; got {self.score_type!r}."
             )
-        if self.score_type == "reconstruction":
-            return recon
-        if self.score_type == "latent":
-            return latent
-        mean, std = self.score_mean_, self.score_std_
-        return (recon - mean[recon_stats]) / std[recon_stats] + (
-            latent - mean[latent_stats]
-        ) / std[latent_stats]
+        return _combine_terms(
+            self.score_type, recon, latent, self.score_mean_, self.score_std_, recon_stats, latent_stats
+        )
 
     def score_map(self, X):
         """Per-pixel reconstruction error: where an image looks anomalous.
@@ -317,19 +329,28 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         check_is_fitted(self)
         images = self._validate_images(X, reset=False)
         size = tuple(self.image_shape_[-2:])
-        squared = self.net_.criterion_.norm == "squared_l2"
+        norm, pixel_map = self.net_.criterion_.norm, self._pixel_map
 
         def maps(module, xb):
             x, x_hat, _ = module(xb)
-            err = (x - x_hat).pow(2).sum(dim=-3)
-            err = err if squared else err.sqrt()
-            if tuple(err.shape[-2:]) != size:
-                flat = err.reshape(-1, 1, *err.shape[-2:])
-                flat = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
-                err = flat.reshape(*err.shape[:-2], *size)
-            return err
+            return pixel_map(x, x_hat, norm, size)
 
         return self._map_batches(images, maps, dtype=torch.float32)
+
+    @staticmethod
+    def _pixel_map(x, x_hat, norm, size):
+        """The map of :meth:`score_map` from one forward pass, at ``size``.
+
+        A function of tensors alone, so that :func:`skocc.export_onnx` puts
+        this very computation into its graph.
+        """
+        err = (x - x_hat).pow(2).sum(dim=-3)
+        err = err if norm == "squared_l2" else err.sqrt()
+        if tuple(err.shape[-2:]) != tuple(size):
+            flat = err.reshape(-1, 1, *err.shape[-2:])
+            flat = F.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=False)
+            err = flat.reshape(*err.shape[:-2], *size)
+        return err
 
     def reconstruct(self, X):
         """Reconstructions of the images by the autoencoder.

@@ -217,6 +217,25 @@ def _demo(args):
     return 0
 
 
+def _export(args):
+    from . import load
+    from ._onnx import export_onnx
+
+    # On the CPU: the graph is traced from a CPU copy of the network anyway, and
+    # a model saved on a GPU then exports on a machine without one.
+    model = load(args.model, device="cpu")
+    try:
+        export_onnx(
+            model, args.out, input_layout=args.layout, input_dtype=args.dtype, opset=args.opset
+        )
+    except TypeError as exc:
+        # The file holds a model that has no ONNX form (SelfSupervisedFeatures):
+        # a problem with the input, reported in one line like the others.
+        raise ValueError(f"{args.model} cannot be exported: {exc}") from exc
+    _log(f"wrote {args.out} (opset {args.opset}, input 'images' {args.dtype} {args.layout})")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="skocc",
@@ -305,6 +324,31 @@ def build_parser():
     )
     demo.add_argument("--random-state", type=int, default=0, help="seed (default 0)")
     demo.set_defaults(func=_demo)
+
+    from ._onnx import DEFAULT_OPSET, INPUT_DTYPES, INPUT_LAYOUTS
+
+    export = sub.add_parser(
+        "export",
+        help="write a saved model as an ONNX graph from raw images to scores (needs skocc[onnx])",
+    )
+    export.add_argument(
+        "--model", required=True, help="model file written by skocc fit or skocc.save"
+    )
+    export.add_argument("--out", required=True, help="ONNX file to write (e.g. model.onnx)")
+    export.add_argument(
+        "--layout", default="auto", choices=INPUT_LAYOUTS,
+        help="input layout: (batch, C, H, W), (batch, H, W, C), (batch, C*H*W), or auto: as "
+        "the model reads its input (default auto)",
+    )
+    export.add_argument(
+        "--dtype", default="uint8", choices=INPUT_DTYPES,
+        help="input element type; uint8 pixels are scaled to [0, 1] in the graph (default uint8)",
+    )
+    export.add_argument(
+        "--opset", type=int, default=DEFAULT_OPSET,
+        help=f"ONNX opset, at least {DEFAULT_OPSET} (default {DEFAULT_OPSET})",
+    )
+    export.set_defaults(func=_export)
     return parser
 
 

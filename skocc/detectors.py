@@ -371,6 +371,16 @@ class GaussianDensity(_Detector):
         "the squared Mahalanobis distance overflows float64 at rows far from the training data"
     )
 
+    def _log_density_parameters(self):
+        """``(location, cholesky, log_norm)`` of the fitted Gaussian.
+
+        :meth:`score_samples` is ``-0.5 * ||L^-1 (x - location)||^2 - log_norm``
+        with ``L = cholesky`` (lower triangular, of the ridged covariance);
+        :func:`skocc.export_onnx` writes the same into its graph.
+        """
+        check_is_fitted(self)
+        return self.location_, self._chol, self._log_norm
+
 
 for _cls in (GaussianKDE, GaussianDensity):
     _cls.__doc__ = _cls.__doc__.replace("%(threshold)s", _THRESHOLD_DOC)

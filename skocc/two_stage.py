@@ -24,6 +24,17 @@ __all__ = ["TwoStageOneClass"]
 DETECTORS = ("kde", "ocsvm", "gde")
 
 
+def _combine_scores(scores, mean, std):
+    """The sum of the detectors' standardised scores (one detector: its score as is).
+
+    Arithmetic and indexing only, so the same function combines NumPy arrays in
+    ``score_samples`` and tensors in the graph of :func:`skocc.export_onnx`.
+    """
+    if scores.shape[1] == 1:
+        return scores[:, 0]
+    return ((scores - mean) / std).sum(axis=1)
+
+
 class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
     """Self-supervised features and a classical one-class detector, as one estimator.
 
@@ -304,9 +315,7 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
 
     def _combine(self, scores):
         """The score from one column per detector (one detector: its score as is)."""
-        if scores.shape[1] == 1:
-            return scores[:, 0]
-        return ((scores - self.score_mean_) / self.score_std_).sum(axis=1)
+        return _combine_scores(scores, self.score_mean_, self.score_std_)
 
     def _make_detector(self, train, rng):
         if not isinstance(self.detector, str):

@@ -32,18 +32,16 @@ from sklearn.utils._param_validation import StrOptions, validate_params
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from ._constraints import StrictInterval
+from ._constraints import (
+    DEFAULT_OPSET,
+    INPUT_DTYPES,
+    INPUT_LAYOUTS,
+    StrictInterval,
+)
 from ._version import __version__
 
 __all__ = ["export_onnx"]
 
-#: Layouts the exported graph can take its input in.
-INPUT_LAYOUTS = ("auto", "channels_first", "channels_last", "flat")
-#: Element types the exported graph can take its input in.
-INPUT_DTYPES = ("uint8", "float32")
-#: The opset torch's exporter writes natively (its "torchlib" is written for it);
-#: the first with ``Resize(antialias=1)``, which ``resolution`` needs.
-DEFAULT_OPSET = 18
 
 _INPUT_NAME = "images"
 _TORCH_DTYPES = {"uint8": torch.uint8, "float32": torch.float32}

@@ -114,8 +114,8 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         mean and standard deviation on the training images and adds them, so
         neither dominates through its scale. (Not named ``score``: that name
         is scikit-learn's method for ``estimator.score(X, y)``.) Changing it
-        after ``fit`` changes the scores at once but not ``offset_``: refit to
-        move the threshold too.
+        after ``fit`` changes the scores at once but not ``offset_``: call
+        ``calibrate`` with normal images (or refit) to move the threshold too.
     lipschitz_decoder : bool, default=True
         Spectrally normalise every decoder layer. Turn off only to reproduce
         unconstrained autoencoders; the latent score then carries little
@@ -476,7 +476,7 @@ class MultiViewConvAEOneClass(ConvAEOneClass):
         Anomaly score: ``"reconstruction"`` is ``sum_v ||x_v - x_hat_v||``;
         ``"latent"`` is ``||z||`` (the paper's); ``"combined"`` standardises the two with
         training statistics and adds them. Changing it after ``fit`` changes
-        the scores but not ``offset_``.
+        the scores but not ``offset_`` (``calibrate`` moves it).
     lipschitz_decoder : bool, default=True
         Spectrally normalise every decoder layer (see :class:`ConvAEOneClass`).
     {{diversity_params}}

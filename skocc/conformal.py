@@ -152,7 +152,8 @@ def conformal_pvalues(scores, calibration_scores):
     """Conformal p-values: ``(1 + #{calibration scores <= s}) / (n + 1)``.
 
     Small means anomalous. For a normal sample exchangeable with the
-    calibration samples, ``P(p <= t) <= t`` for every ``t`` [2]_. A score that
+    calibration samples, ``P(p <= t) <= t`` for every ``t`` (Bates et al.,
+    2023, in the module's references). A score that
     is NaN counts as the lowest possible, as ``predict`` labels it -1.
 
     Parameters
@@ -188,7 +189,8 @@ def benjamini_hochberg(pvalues, fdr=0.1):
 
     Flags the ``k`` smallest p-values, with ``k`` the largest ``i`` such that
     the ``i``-th smallest p-value is at most ``fdr * i / m``. With conformal
-    p-values from one calibration set (which are positively dependent, [2]_),
+    p-values from one calibration set (which are positively dependent, as
+    Bates et al., 2023, show)
     the expected share of normal samples among the flagged ones is at most
     ``fdr`` times the share of normal samples in the batch: "of what I flag,
     at most 10 % should be good parts" is ``fdr=0.1``.

@@ -660,17 +660,24 @@ def _restore(header, invalid):
     return estimator, history
 
 
+def _leaves(value):
+    """Every value inside nested lists, tuples and dicts, without recursion."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        else:
+            yield item
+
+
 def _check_ints_fit_torch(params):
     """No parameter holds an int that no tensor size can be (torch sizes are int64)."""
     for key, value in params.items():
-        stack = [value]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, (list, tuple)):
-                stack.extend(item)
-            elif isinstance(item, dict):
-                stack.extend(item.values())
-            elif isinstance(item, int) and not -(2**63) <= item < 2**63:
+        for item in _leaves(value):
+            if isinstance(item, int) and not -(2**63) <= item < 2**63:
                 raise ValueError(f"{key} holds {item}, outside the int64 range of tensor sizes")
 
 
@@ -818,14 +825,8 @@ def _check_calibration_scores(value, estimator, checked):
 
 def _check_finite(value, estimator, checked):
     """For attributes without a check of their own: no NaN or infinity anywhere."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, (list, tuple)):
-            stack.extend(item)
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, np.ndarray) and item.dtype.kind in "biuf":
+    for item in _leaves(value):
+        if isinstance(item, np.ndarray) and item.dtype.kind in "biuf":
             if not np.isfinite(item).all():
                 raise _Expected("finite (no NaN or infinity)")
         elif isinstance(item, float) and not math.isfinite(item):

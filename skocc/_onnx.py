@@ -32,12 +32,8 @@ from sklearn.utils._param_validation import StrOptions, validate_params
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from ._constraints import (
-    DEFAULT_OPSET,
-    INPUT_DTYPES,
-    INPUT_LAYOUTS,
-    StrictInterval,
-)
+from ._constraints import StrictInterval
+from ._onnx_options import DEFAULT_OPSET, INPUT_DTYPES, INPUT_LAYOUTS
 from ._version import __version__
 
 __all__ = ["export_onnx"]

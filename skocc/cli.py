@@ -325,7 +325,7 @@ def build_parser():
     demo.add_argument("--random-state", type=int, default=0, help="seed (default 0)")
     demo.set_defaults(func=_demo)
 
-    from ._constraints import DEFAULT_OPSET, INPUT_DTYPES, INPUT_LAYOUTS
+    from ._onnx_options import DEFAULT_OPSET, INPUT_DTYPES, INPUT_LAYOUTS
 
     export = sub.add_parser(
         "export",

@@ -119,7 +119,7 @@ calibration : {"holdout", "train"}, default="holdout"
     ``calibrate(X)`` re-sets the threshold from new normal images.
 calibration_size : float, default=0.2
     Share of the training images held out for ``calibration="holdout"``, in
-    (0, 1). At least ``ceil(1 / contamination - 1)`` images (19 for 0.05, 99
+    (0, 0.5]. At least ``ceil(1 / contamination - 1)`` images (19 for 0.05, 99
     for 0.01) are held out, the fewest for which the conformal threshold
     exists; when that would leave fewer training than held-out images,
     nothing is held out, ``offset_`` is the training quantile and a

@@ -30,7 +30,8 @@ CALIBRATIONS = ("holdout", "train")
 THRESHOLD_CONSTRAINTS = {
     "contamination": [StrictInterval(Real, 0, 0.5, closed="right")],
     "calibration": [StrOptions(set(CALIBRATIONS))],
-    "calibration_size": [StrictInterval(Real, 0, 1, closed="neither")],
+    # Above one half, fewer images would train the model than calibrate it.
+    "calibration_size": [StrictInterval(Real, 0, 0.5, closed="right")],
 }
 
 
@@ -96,21 +97,22 @@ class OutlierContractMixin:
     """
 
     # ------------------------------------------------------------ fit helpers
-    def _calibration_split(self, n_samples, seed):
+    def _calibration_split(self, n_samples, seed, stacklevel=2):
         """Indices ``(train, calibration)``; ``calibration`` is None when nothing is held out.
 
         ``ceil(calibration_size * n)`` samples, and at least
         :func:`~skocc.conformal.min_calibration_size` of ``contamination``,
         are held out, drawn with ``seed``. When that would leave fewer
-        training than calibration samples, nothing is held out and a
-        :class:`~skocc.conformal.CalibrationWarning` says so.
+        training than calibration samples (or fewer than 2), nothing is held
+        out and a :class:`~skocc.conformal.CalibrationWarning` says so;
+        ``stacklevel`` is the warning's stack level as seen from the caller.
         """
         everything = np.arange(n_samples)
         if self.calibration == "train":
             return everything, None
         needed = min_calibration_size(self.contamination)
         n_calibration = max(int(math.ceil(self.calibration_size * n_samples)), needed)
-        if n_calibration > n_samples // 2:
+        if n_calibration > n_samples // 2 or n_samples - n_calibration < 2:
             warnings.warn(
                 f"{type(self).__name__} got {n_samples} normal samples: too few to hold out "
                 f"the {needed} that a threshold at contamination={self.contamination} "
@@ -119,7 +121,7 @@ class OutlierContractMixin:
                 f"samples. Call calibrate(X) with at least {needed} new normal samples, "
                 "or pass calibration='train' to silence this.",
                 CalibrationWarning,
-                stacklevel=4,
+                stacklevel=stacklevel + 1,
             )
             return everything, None
         order = np.random.RandomState(seed).permutation(n_samples)
@@ -137,7 +139,19 @@ class OutlierContractMixin:
         if held_out:
             offset = conformal_threshold(scores, self.contamination)
         else:
-            offset = float(np.percentile(scores, 100.0 * self.contamination))
+            with np.errstate(invalid="ignore"):
+                offset = float(np.percentile(scores, 100.0 * self.contamination))
+        if not np.isfinite(offset):
+            # decision_function would be NaN (-inf - -inf) for such images, and
+            # predict and pvalues would disagree on them.
+            n_bad = int(np.sum(~np.isfinite(scores)))
+            raise ValueError(
+                f"The threshold at contamination={self.contamination} falls on a score that "
+                f"is not finite: {n_bad} of the {scores.size} images it is set from got NaN "
+                "or infinite scores (the network overflowed on them). Remove those images, "
+                "scale the input to the range the model was trained on, or raise "
+                "contamination."
+            )
         self.calibration_scores_ = scores
         self.offset_ = offset
 
@@ -168,6 +182,7 @@ class OutlierContractMixin:
             The estimator, recalibrated.
         """
         check_is_fitted(self)
+        self._validate_params()  # contamination may have been set since fit
         scores = self.score_samples(X)
         needed = min_calibration_size(self.contamination)
         if scores.shape[0] < needed:
@@ -192,7 +207,8 @@ class OutlierContractMixin:
         is the training scores, and the guarantee does not hold.
 
         ``predict(X) == -1`` exactly where ``pvalues(X) <= contamination``,
-        when the threshold is conformal.
+        when the threshold is conformal (``fit``'s held-out images or
+        ``calibrate``).
 
         Parameters
         ----------

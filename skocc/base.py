@@ -219,8 +219,13 @@ class BaseDeepImageModel(BaseEstimator):
 
         # Drawn after the first two so that adding it changed no earlier seed.
         train_seed = int(rng.randint(np.iinfo(np.int32).max))
-        # Drawn last, for the same reason.
-        split_seed = int(rng.randint(np.iinfo(np.int32).max))
+        # Drawn last, for the same reason, and only when used: with
+        # random_state=None, rng is NumPy's global generator.
+        split_seed = (
+            int(rng.randint(np.iinfo(np.int32).max))
+            if getattr(self, "calibration", "train") == "holdout"
+            else None
+        )
 
         net = self._make_net(order_seed)
         self._initialize_net(net, init_seed)
@@ -530,7 +535,8 @@ class BaseDeepOneClass(OutlierContractMixin, OutlierMixin, BaseDeepImageModel):
     }
 
     def _hold_out(self, images, seed):
-        train, calibration = self._calibration_split(len(images), seed)
+        # Below _fit, fit and fit's wrapper: the user's code is 5 frames up.
+        train, calibration = self._calibration_split(len(images), seed, stacklevel=5)
         if calibration is None:
             return images, None
         return images[train], images[calibration]

@@ -108,7 +108,8 @@ def conformal_threshold(calibration_scores, contamination):
 
     The ``k``-th lowest calibration score, ``k = floor(contamination * (n + 1))``.
     A new sample exchangeable with the calibration samples scores below it
-    with probability ``k / (n + 1) <= contamination``, which is also at least
+    with probability at most ``k / (n + 1) <= contamination``; without ties
+    among the scores, exactly ``k / (n + 1)``, which is at least
     ``contamination - 1 / (n + 1)``.
 
     Parameters

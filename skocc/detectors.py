@@ -72,7 +72,7 @@ _THRESHOLD_DOC = """contamination : float, default=0.05
         :class:`skocc.TwoStageOneClass` builds its detectors with ``"train"``
         and calibrates the whole model itself.
     calibration_size : float, default=0.2
-        Share of ``X`` held out for ``"holdout"``, at least
+        Share of ``X`` held out for ``"holdout"``, in (0, 0.5], at least
         ``ceil(1 / contamination - 1)`` rows; with fewer than twice that many
         rows nothing is held out and a
         :class:`~skocc.conformal.CalibrationWarning` is raised.
@@ -111,8 +111,11 @@ class _Detector(OutlierContractMixin, OutlierMixin, BaseEstimator):
     _parameter_constraints: dict = {**THRESHOLD_CONSTRAINTS, "random_state": ["random_state"]}
 
     def _fit_and_calibrate(self, X):
-        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        train, calibration = self._calibration_split(X.shape[0], seed)
+        seed = None
+        if self.calibration == "holdout":  # with random_state=None: NumPy's global generator
+            seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        # Below fit and fit's wrapper: the user's code is 4 frames up.
+        train, calibration = self._calibration_split(X.shape[0], seed, stacklevel=4)
         self._fit_density(X[train])
         if calibration is None:
             self._set_threshold(self._log_density(X[train]), held_out=False)

@@ -83,7 +83,9 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
           against 0.983 for ``"ocsvm"`` and 0.976 for ``"kde"``; MNIST: 0.976,
           0.952 and 0.888);
         - any estimator with ``fit`` and ``score_samples`` (higher = more
-          normal, as scikit-learn's outlier detectors), cloned at ``fit``.
+          normal, as scikit-learn's outlier detectors), cloned at ``fit``
+          (a skocc detector is given ``calibration="train"``: this model
+          calibrates the threshold of the whole, not of its detector).
           Its parameters can be searched as ``detector__<name>``.
     gamma : float or "auto", default="auto"
         RBF parameter of ``"kde"`` and ``"ocsvm"``. ``"auto"`` is Sohn et
@@ -119,7 +121,7 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         seen the held-out images, and only the detector is calibrated
         honestly: call :meth:`calibrate` with images the network never saw.
     calibration_size : float, default=0.2
-        Share of the images held out for ``"holdout"``, at least
+        Share of the images held out for ``"holdout"``, in (0, 0.5], at least
         ``ceil(1 / contamination - 1)``; with fewer than twice that many
         images nothing is held out and a
         :class:`~skocc.conformal.CalibrationWarning` is raised.
@@ -254,8 +256,11 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
             # only inliers may calibrate the threshold.
             inliers = select_inliers(y, selected, _num_samples(X), type(features).__name__)
             X, y = _safe_indexing(X, inliers), _safe_indexing(np.asarray(y).ravel(), inliers)
-        split_seed = int(rng.randint(np.iinfo(np.int32).max))
-        train, held_out = self._calibration_split(_num_samples(X), split_seed)
+        split_seed = (
+            int(rng.randint(np.iinfo(np.int32).max)) if self.calibration == "holdout" else None
+        )
+        # Below fit's wrapper: the user's code is 3 frames up.
+        train, held_out = self._calibration_split(_num_samples(X), split_seed, stacklevel=3)
         if held_out is not None:
             X_held_out = _safe_indexing(X, held_out)
             X = _safe_indexing(X, train)
@@ -321,6 +326,10 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         if not isinstance(self.detector, str):
             detector = clone(self.detector)
             self._pass_on_random_state(detector, rng)
+            if "calibration" in detector.get_params(deep=False):
+                # A skocc detector's own threshold is never used here: it fits
+                # on every training feature vector instead of holding some out.
+                detector.set_params(calibration="train")
             return detector, None
         # This model calibrates its own threshold on the combined score; its
         # detectors fit on every training feature vector.

@@ -278,3 +278,47 @@ def test_two_stage_random_state_is_passed_to_unseeded_features(digits):
     c = TwoStageOneClass(fast_features(random_state=7), "gde", rotation_ensemble=False,
                          random_state=3).fit(X)
     assert c.features_.random_state == 7
+
+
+# ------------------------------------------------------------ edge cases
+def test_calibration_size_above_one_half_is_refused():
+    X = np.random.default_rng(5).normal(size=(100, 3))
+    with pytest.raises(ValueError, match="'calibration_size' parameter"):
+        GaussianDensity(calibration_size=0.6).fit(X)
+    assert GaussianDensity(calibration_size=0.5, random_state=0).fit(X).calibration_scores_.size == 50
+
+
+def test_a_threshold_on_non_finite_scores_is_refused_not_set():
+    rng = np.random.default_rng(6)
+    model = GaussianDensity(contamination=0.1, calibration="train").fit(rng.normal(size=(100, 2)))
+    before = model.offset_
+    overflowing = np.r_[np.full((3, 2), 1e200), rng.normal(size=(29, 2))]
+    with pytest.warns(RuntimeWarning, match="not finite"):
+        with pytest.raises(ValueError, match="falls on a score that is not finite: 3 of the 32"):
+            model.calibrate(overflowing)
+    assert model.offset_ == before
+
+
+def test_calibrate_validates_contamination_set_after_fit():
+    model = GaussianDensity(random_state=0).fit(np.random.default_rng(7).normal(size=(100, 2)))
+    with pytest.raises(ValueError, match="'contamination' parameter"):
+        model.set_params(contamination=0.9).calibrate(np.zeros((50, 2)))
+
+
+def test_two_stage_fits_a_given_skocc_detector_on_every_training_image(digits):
+    X, y = digits
+    model = TwoStageOneClass(fast_features(), GaussianDensity(), rotation_ensemble=False,
+                             random_state=0).fit(X[y == 6][:100])
+    assert model.detector_.calibration == "train"
+    assert model.detector_.calibration_scores_.size == 80  # 100 minus the 20 held out
+    assert model.calibration_scores_.size == 20
+
+
+def test_training_quantile_leaves_numpys_global_generator_alone():
+    X = np.random.default_rng(8).normal(size=(60, 3))
+    np.random.seed(0)
+    expected = np.random.rand()
+    np.random.seed(0)
+    GaussianDensity(calibration="train").fit(X)
+    GaussianKDE(calibration="train").fit(X)
+    assert np.random.rand() == expected

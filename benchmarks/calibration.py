@@ -59,8 +59,11 @@ from skocc.detectors import GaussianDensity, GaussianKDE
 LEVELS = (0.01, 0.05, 0.10)
 
 
+CALIBRATION_SIZE = 0.2
+
+
 def make_estimator(name, calibration, seed):
-    common = dict(calibration=calibration, random_state=seed)
+    common = dict(calibration=calibration, calibration_size=CALIBRATION_SIZE, random_state=seed)
     if name == "ConvAEOneClass":
         return ConvAEOneClass(**common)
     if name == "MultiViewConvAEOneClass":
@@ -196,7 +199,9 @@ def summarise(rows):
     """Mean and sd per (estimator, data set) over classes and seeds."""
     groups = {}
     for r in rows:
-        groups.setdefault((r["estimator"], r["task"].split("/")[0]), []).append(r)
+        size = r["environment"].get("calibration_size", 0.2)
+        name = r["estimator"] + (f", calibration_size={size}" if size != 0.2 else "")
+        groups.setdefault((name, r["task"].split("/")[0]), []).append(r)
     table = []
     for (est, data), rs in sorted(groups.items()):
         entry = dict(estimator=est, dataset=data, runs=len(rs))
@@ -258,10 +263,18 @@ def main(argv=None):
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--n-train", type=int, default=1000)
     parser.add_argument("--elpv-size", type=int, default=32)
+    parser.add_argument(
+        "--calibration-size", type=float, default=0.2,
+        help="share held out by the holdout models (the estimators' calibration_size)",
+    )
     parser.add_argument("--out", default="benchmarks/results/calibration")
     parser.add_argument("--summarise", nargs="*", help="only summarise these .jsonl files")
     args = parser.parse_args(argv)
-    env = environment(n_train=args.n_train, elpv_size=args.elpv_size)
+    global CALIBRATION_SIZE
+    CALIBRATION_SIZE = args.calibration_size
+    env = environment(
+        n_train=args.n_train, elpv_size=args.elpv_size, calibration_size=args.calibration_size
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.summarise:
@@ -298,6 +311,12 @@ def main(argv=None):
                             flush=True,
                         )
     table = summarise(rows)
+    if args.summarise:
+        # Report where the runs ran, not where they were summarised.
+        env = dict(rows[0]["environment"])
+        env["git"] = ", ".join(sorted({r["environment"]["git"] for r in rows}))
+        dates = sorted(r["environment"]["date"] for r in rows)
+        env["date"] = f"{dates[0]} to {dates[-1]}"
     out.with_suffix(".json").write_text(json.dumps(dict(environment=env, table=table), indent=1))
     text = markdown(table, env)
     out.with_suffix(".md").write_text(text + "\n")

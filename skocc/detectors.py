@@ -96,11 +96,6 @@ def check_bandwidth(bandwidth, name="bandwidth"):
         )
 
 
-def _check_features(X):
-    """None, strings and iterators get an error naming X before scikit-learn reads them."""
-    return as_array(X, "X")
-
-
 class _Detector(OutlierContractMixin, OutlierMixin, BaseEstimator):
     """A density on feature vectors with the outlier contract and its calibration.
 
@@ -116,10 +111,11 @@ class _Detector(OutlierContractMixin, OutlierMixin, BaseEstimator):
             seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         # Below fit and fit's wrapper: the user's code is 4 frames up.
         train, calibration = self._calibration_split(X.shape[0], seed, stacklevel=4)
-        self._fit_density(X[train])
-        if calibration is None:
-            self._set_threshold(self._log_density(X[train]), held_out=False)
+        if calibration is None:  # no copy of X when every row is trained on
+            self._fit_density(X)
+            self._set_threshold(self._log_density(X), held_out=False)
         else:
+            self._fit_density(X[train])
             self._set_threshold(self._log_density(X[calibration]), held_out=True)
         return self
 
@@ -135,7 +131,7 @@ class _Detector(OutlierContractMixin, OutlierMixin, BaseEstimator):
         log_density : ndarray of shape (n_samples,), dtype float64
         """
         check_is_fitted(self)
-        X = validate_data(self, _check_features(X), dtype=np.float64, reset=False)
+        X = validate_data(self, as_array(X, "X"), dtype=np.float64, reset=False)
         return warn_if_not_finite(self._log_density(X), self._overflow_cause)
 
 
@@ -236,7 +232,7 @@ class GaussianKDE(_Detector):
         -------
         self : object
         """
-        X = validate_data(self, _check_features(X), dtype=np.float64, reset=True)
+        X = validate_data(self, as_array(X, "X"), dtype=np.float64, reset=True)
         resolve_device(self.device)  # a clear error for a bad device, before any work
         return self._fit_and_calibrate(X)
 
@@ -333,7 +329,7 @@ class GaussianDensity(_Detector):
         self : object
         """
         X = validate_data(
-            self, _check_features(X), dtype=np.float64, reset=True, ensure_min_samples=2
+            self, as_array(X, "X"), dtype=np.float64, reset=True, ensure_min_samples=2
         )
         return self._fit_and_calibrate(X)
 

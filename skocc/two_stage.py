@@ -289,7 +289,7 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         if held_out is None:
             self._set_threshold(self._combine(scores), held_out=False)
         else:
-            self._set_threshold(self._score_images(X_held_out), held_out=True)
+            self._set_threshold(self.score_samples(X_held_out), held_out=True)
         return self
 
     def _pass_on_random_state(self, features, rng):
@@ -337,8 +337,7 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
             return GaussianDensity(calibration="train"), None
         gamma = scaled_gamma(train) if self.gamma == "auto" else float(self.gamma)
         if self.detector == "kde":
-            with np.errstate(over="ignore"):
-                bandwidth = 1.0 / math.sqrt(2.0 * gamma) if 2.0 * gamma < math.inf else 0.0
+            bandwidth = 1.0 / math.sqrt(2.0 * gamma)  # 0.0 where 2 * gamma overflows to inf
             check_bandwidth(bandwidth, f"gamma={self.gamma!r} (bandwidth = 1 / sqrt(2 gamma))")
             # "auto": the GPU when there is one at scoring time, so a model
             # trained on a GPU and unpickled on a CPU-only machine still scores.
@@ -362,9 +361,6 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         scores : ndarray of shape (n_samples,), dtype float64
         """
         check_is_fitted(self)
-        return self._score_images(X)
-
-    def _score_images(self, X):
         turns = tuple(range(len(self.detectors_)))
         features = self._features_per_turn(self.features_, X, turns)
         scores = np.stack(

@@ -61,7 +61,7 @@ from _common import environment, environment_line  # noqa: E402
 
 import skocc  # noqa: E402
 from skocc import ConvAEOneClass, MultiViewConvAEOneClass, SelfSupervisedFeatures  # noqa: E402
-from skocc._engine import PRECISIONS  # noqa: E402
+from skocc._runtime import PRECISIONS  # noqa: E402
 from skocc.losses import autoencoder_loss, reconstruction_error, rotation_loss  # noqa: E402
 from skocc.nn import (  # noqa: E402
     ConvAutoencoder,

@@ -2,31 +2,26 @@
 
 skorch runs the loop, keeps the History and drives the callbacks; this module
 only customises it where skorch documents that it is safe to (``get_loss``, the
-batch iterator, callbacks).
+batch iterator, callbacks), and adds what a fitted net needs to serve an
+estimator: seeded initialisation and a batch mapper over images
+(:meth:`OneClassNet.map_batches`, in the spirit of skorch's ``forward_iter``).
+The device, seed and memory helpers they use are in :mod:`skocc._runtime`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
-import warnings
 
 import torch
 from skorch import NeuralNet
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, ProgressBar
 from skorch.dataset import Dataset, unpack_data
 from skorch.utils import TeeGenerator
-from torch import nn
 from torch.utils.data import Subset
 
-from .losses import autoencoder_loss, feature_diversity, nt_xent, rotation_loss
-
-
-#: Accepted values of the ``precision`` parameter and the autocast dtype of each.
-PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-#: Largest input (in bytes) that is copied to a CUDA device whole instead of batch by batch.
-DEVICE_RESIDENT_MAX_BYTES = 2**30
+from ._runtime import PRECISIONS, device_resident
 
 
 class TensorBatchIterator:
@@ -86,78 +81,6 @@ class TensorBatchIterator:
                 yield X[order[start:stop]], None
 
 
-def device_resident(X, device):
-    """``X`` moved whole to a CUDA ``device`` when it is small, else ``X`` itself.
-
-    Small means at most :data:`DEVICE_RESIDENT_MAX_BYTES` (1 GiB) and at most a
-    quarter of the device's free memory: such data costs one copy per ``fit``
-    or scoring call instead of one per batch and epoch. Larger data stays where
-    it is and travels batch by batch (pinned, asynchronous). Data for the CPU
-    and other devices is returned unchanged.
-    """
-    device = torch.device(device)
-    if device.type != "cuda" or X.device == device:
-        return X
-    nbytes = X.element_size() * X.nelement()
-    free, _ = torch.cuda.mem_get_info(device)
-    if nbytes <= min(DEVICE_RESIDENT_MAX_BYTES, free // 4):
-        return X.to(device)
-    return X
-
-
-def available_memory(device):
-    """Bytes that ``device`` can still allocate, or None where that is unknown.
-
-    CUDA: the free memory torch reports. CPU: the kernel's ``MemAvailable``
-    (free memory plus caches it can drop), capped by the cgroup limit of a
-    container; None on systems without ``/proc`` (the checks that use it are
-    then skipped, not guessed).
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    if device.type != "cpu":
-        return None
-    available = None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    available = int(line.split()[1]) * 1024
-                    break
-    except OSError:
-        return None
-    try:
-        with open("/sys/fs/cgroup/memory.max") as f:
-            limit = f.read().strip()
-        with open("/sys/fs/cgroup/memory.current") as f:
-            used = int(f.read().strip())
-        if limit.isdigit() and available is not None:
-            available = min(available, int(limit) - used)
-    except (OSError, ValueError):
-        pass
-    return available
-
-
-def check_precision(precision, device):
-    """Raise a ValueError when torch cannot autocast to ``precision`` on ``device``."""
-    dtype = PRECISIONS[precision]
-    if dtype is None:
-        return
-    device_type = torch.device(device).type
-    with warnings.catch_warnings():
-        # torch only warns (and turns autocast off) for a dtype it cannot autocast to.
-        warnings.simplefilter("error")
-        try:
-            torch.autocast(device_type, dtype=dtype)
-        except (RuntimeError, UserWarning, ValueError) as exc:
-            raise ValueError(
-                f"precision={precision!r} needs torch.autocast to {dtype} on {device_type!r}, "
-                f"which torch {torch.__version__} does not support ({exc}). Use "
-                "precision='float32', or another precision or device."
-            ) from exc
-
-
 def _tensor_and_indices(dataset):
     """The tensor behind ``dataset`` and the row indices it exposes (None = all)."""
     if isinstance(dataset, Subset):
@@ -191,57 +114,6 @@ class StopOnNonFiniteLoss(Callback):
         )
 
 
-class AutoencoderCriterion(nn.Module):
-    """Targeted-collapse loss of an autoencoder's ``(x, x_hat, z)`` output.
-
-    ``forward`` returns one loss per sample; ``batch_penalty`` the batch-level
-    feature-diversity term (0 unless ``diversity`` is set and weighted).
-    """
-
-    def __init__(
-        self,
-        beta: float = 0.0,
-        norm: str = "l2",
-        diversity: str | None = None,
-        diversity_weight: float = 0.0,
-        diversity_gamma: float = 1.0,
-    ) -> None:
-        super().__init__()
-        self.beta = beta
-        self.norm = norm
-        self.diversity = diversity
-        self.diversity_weight = diversity_weight
-        self.diversity_gamma = diversity_gamma
-
-    def forward(self, output):
-        x, x_hat, z = output[:3]
-        return autoencoder_loss(x, x_hat, z, self.beta, self.norm)
-
-    def batch_penalty(self, output):
-        if self.diversity is None or not self.diversity_weight:
-            return 0.0
-        z = output[2]
-        return self.diversity_weight * feature_diversity(z, self.diversity, self.diversity_gamma)
-
-
-class SelfSupervisedCriterion(nn.Module):
-    """Per-sample loss of :class:`skocc.nn.SelfSupervisedNet`'s pretext output.
-
-    Rotation: the cross-entropy of every rotated copy; contrastive: NT-Xent of
-    every view.
-    """
-
-    def __init__(self, temperature: float = 0.2) -> None:
-        super().__init__()
-        self.temperature = temperature
-
-    def forward(self, output):
-        prediction, targets = output
-        if targets is not None:
-            return rotation_loss(prediction, targets)
-        return nt_xent(prediction, self.temperature)
-
-
 class OneClassNet(NeuralNet):
     """skorch net whose criterion returns one loss per sample; training averages it.
 
@@ -262,6 +134,62 @@ class OneClassNet(NeuralNet):
     def __init__(self, module, *args, precision="float32", **kwargs):
         super().__init__(module, *args, **kwargs)
         self.precision = precision
+
+    def initialize_seeded(self, seed):
+        """``initialize()`` with weights drawn from ``seed``; the global torch RNG is untouched."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.initialize()
+        if torch.device(self.device).type == "cuda":
+            # NHWC is the layout cuDNN's convolutions run fastest in on tensor
+            # cores; on the CPU the module keeps torch's default layout.
+            self.module_.to(memory_format=torch.channels_last)
+        return self
+
+    def map_batches(self, X, fn, dtype=torch.float64):
+        """Apply ``fn(module, batch_on_device)`` to every batch of ``X``; collect on the CPU.
+
+        Runs the module in eval mode without gradients, under the net's
+        ``precision``; returns an ndarray of ``dtype``. ``X`` (a tensor) stays
+        in its dtype (no float32 copy of ``uint8`` images) and goes to the
+        device batch by batch unless it is small
+        (:func:`skocc._runtime.device_resident`).
+        """
+        module = self.module_
+        was_training = module.training
+        module.eval()
+        X = device_resident(X, self.device)
+        dataset = self.get_dataset(X)
+        # One array of the final size, filled batch by batch: a list of many
+        # small per-batch tensors, each allocated between the batches' large
+        # activations, fragmented the heap so that resident memory grew with
+        # the number of images (295 MiB more for 100,000 images of 28 x 28).
+        out, start = None, 0
+        try:
+            with torch.no_grad(), self.autocast():
+                for Xb, _ in self.get_iterator(dataset, training=False):
+                    result = fn(module, Xb.to(self.device, non_blocking=True))
+                    if out is None:
+                        out = torch.empty((len(X),) + tuple(result.shape[1:]), dtype=dtype)
+                    out[start : start + len(result)] = result
+                    start += len(result)
+        finally:
+            module.train(was_training)
+        return out.numpy()
+
+    def n_complete_epochs(self):
+        """Epochs that ran to the end (an interrupted one has no ``train_loss``)."""
+        return sum(1 for row in self.history if "train_loss" in row)
+
+    def interruption(self):
+        """``(complete epochs, batches of the next)`` if training was interrupted, else None.
+
+        skorch swallows ``KeyboardInterrupt``; this tells what was reached.
+        """
+        last = self.history[-1] if len(self.history) else None
+        if last is not None and "train_loss" in last:
+            return None
+        return self.n_complete_epochs(), len(last["batches"]) if last is not None else 0
 
     def autocast(self):
         """The autocast context of ``precision`` on the net's device (a no-op for float32)."""
@@ -341,3 +269,51 @@ def _to_float32(output):
     if isinstance(output, (tuple, list)):
         return type(output)(_to_float32(o) for o in output)
     return output
+
+
+def build_net(
+    net_class,
+    *,
+    order_seed,
+    device,
+    precision,
+    lr,
+    weight_decay,
+    max_epochs,
+    batch_size,
+    verbose,
+    callbacks,
+    net_params,
+):
+    """The skorch net of an estimator, not yet initialised.
+
+    ``net_params`` holds the module and criterion (from the estimator) and the
+    user's extra skorch settings, which win over the defaults built here; the
+    shuffling order of training batches is drawn from ``order_seed``.
+    """
+    generator = torch.Generator().manual_seed(order_seed)
+    all_callbacks = [("stop_on_non_finite_loss", StopOnNonFiniteLoss())]
+    if verbose >= 2:
+        all_callbacks.append(("progress_bar", ProgressBar()))
+    all_callbacks += copy.deepcopy(callbacks or [])
+    pin_memory = torch.device(device).type == "cuda"
+    params = dict(
+        optimizer=torch.optim.Adam,
+        lr=lr,
+        optimizer__weight_decay=weight_decay,
+        max_epochs=max_epochs,
+        batch_size=batch_size,
+        train_split=None,
+        iterator_train=TensorBatchIterator,
+        iterator_train__shuffle=True,
+        iterator_train__generator=generator,
+        iterator_train__pin_memory=pin_memory,
+        iterator_valid=TensorBatchIterator,
+        iterator_valid__pin_memory=pin_memory,
+        callbacks=all_callbacks,
+        device=device,
+        precision=precision,
+        verbose=int(verbose >= 1),
+    )
+    params.update(net_params)
+    return net_class(**params)

@@ -28,12 +28,12 @@ from numbers import Integral
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import StrOptions, validate_params
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from ._constraints import StrictInterval
 from ._onnx_options import DEFAULT_OPSET, INPUT_DTYPES, INPUT_LAYOUTS
+from ._sklearn_compat import StrOptions, validate_params
 from ._version import __version__
 
 __all__ = ["export_onnx"]
@@ -81,32 +81,30 @@ class _AutoencoderGraph(nn.Module):
 
     def __init__(self, model, module, layout):
         super().__init__()
-        from .autoencoder import _combine_terms
+        from .nn.objectives import combine_score_terms
 
         self.module = module
         self.layout = layout
         self.sample_shape = tuple(model.image_shape_)
         self.map_size = tuple(model.image_shape_[-2:])
-        # As score_samples and score_map read them: the norm the net was
-        # trained with, the score type as set now.
-        self.norm = model.net_.criterion_.norm
+        # As score_samples and score_map read them: the objective the net was
+        # trained with (its norm), the score type as set now.
+        self.objective = copy.deepcopy(model.net_.criterion_)
         self.score_type = model.score_type
-        self.terms_from_output = model._terms_from_output
-        self.pixel_map = model._pixel_map
-        self.combine_terms = _combine_terms
+        self.combine_terms = combine_score_terms
         self.register_buffer("score_mean", torch.as_tensor(model.score_mean_, dtype=torch.float64))
         self.register_buffer("score_std", torch.as_tensor(model.score_std_, dtype=torch.float64))
         self.register_buffer("offset", torch.tensor(float(model.offset_), dtype=torch.float64))
 
     def forward(self, images):
-        x, x_hat, z = self.module(_to_channels_first(images, self.layout, self.sample_shape))
-        terms = self.terms_from_output(x, x_hat, z, self.norm).double()
+        output = self.module(_to_channels_first(images, self.layout, self.sample_shape))
+        terms = self.objective.score_terms(output).double()
         anomaly = self.combine_terms(
             self.score_type, terms[:, 0], terms[:, 1], self.score_mean, self.score_std,
             slice(0, 1), slice(1, 2),
         )
         score = -anomaly.reshape(-1)
-        return score, score - self.offset, self.pixel_map(x, x_hat, self.norm, self.map_size)
+        return score, score - self.offset, self.objective.pixel_map(output, self.map_size)
 
 
 class _GaussianLogDensity(nn.Module):

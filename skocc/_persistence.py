@@ -31,8 +31,9 @@ from sklearn.utils.validation import check_is_fitted
 from skorch.exceptions import DeviceWarning
 from skorch.history import History
 
+from ._runtime import resolve_device
 from ._version import __version__
-from .base import _REGISTRY, resolve_device
+from .base import _REGISTRY
 
 __all__ = ["FORMAT_VERSION", "load", "save"]
 
@@ -466,8 +467,7 @@ def load(path, *, device=None):
     if device is not None:
         estimator.set_params(device=device)
     try:
-        net = estimator._make_net(order_seed=0)
-        estimator._initialize_net(net, seed=0)
+        net = estimator._new_net()
         net.module_.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, ValueError) as exc:
         detail = f"its weights and parameters do not fit together: {_first_line(exc)}"

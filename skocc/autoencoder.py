@@ -6,44 +6,25 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import TransformerTags
-from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._docstrings import fill_doc
-from ._engine import AutoencoderCriterion, OneClassNet
+from ._engine import OneClassNet
+from ._sklearn_compat import StrOptions
 from .base import BaseDeepOneClass, StrictInterval
-from .losses import (
-    DIVERSITIES,
-    NORMS,
-    latent_norm,
-    per_view_reconstruction_error,
-    reconstruction_error,
-)
 from .nn import ConvAutoencoder, ImagePreprocess, MultiViewConvAutoencoder
+from .nn.losses import DIVERSITIES, NORMS
+from .nn.objectives import (
+    SCORE_TYPES,
+    AutoencoderObjective,
+    MultiViewAutoencoderObjective,
+    combine_score_terms,
+)
 
 __all__ = ["ConvAEOneClass", "MultiViewConvAEOneClass"]
 
-_SCORES = ("latent", "reconstruction", "combined")
-
-
-def _combine_terms(score_type, recon, latent, mean, std, recon_stats, latent_stats):
-    """The anomaly score of ``score_type`` from its two terms.
-
-    ``recon_stats`` and ``latent_stats`` index the training means ``mean`` and
-    standard deviations ``std``. Plain arithmetic and indexing, so the same
-    function combines NumPy arrays in ``score_samples`` and tensors in the
-    graph of :func:`skocc.export_onnx`.
-    """
-    if score_type == "reconstruction":
-        return recon
-    if score_type == "latent":
-        return latent
-    return (recon - mean[recon_stats]) / std[recon_stats] + (
-        latent - mean[latent_stats]
-    ) / std[latent_stats]
 
 
 def _check_channels(channels):
@@ -167,7 +148,7 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         "latent_dim": [StrictInterval(Integral, 1, None, closed="left")],
         "channels": [tuple, list],
         "norm": [StrOptions(set(NORMS))],
-        "score_type": [StrOptions(set(_SCORES))],
+        "score_type": [StrOptions(set(SCORE_TYPES))],
         "lipschitz_decoder": ["boolean"],
         "diversity": [StrOptions(set(DIVERSITIES)), None],
         "diversity_weight": [StrictInterval(Real, 0, None, closed="left")],
@@ -238,6 +219,9 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         self.callbacks = callbacks
         self.net_params = net_params
 
+    # The training loss, score terms and pixel map of the network (skocc.nn.objectives).
+    _objective = AutoencoderObjective
+
     def _module_params(self):
         """The network class and its shape-determining arguments."""
         size = None if self.resolution is None else (self.resolution, self.resolution)
@@ -255,7 +239,7 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
             net_class=OneClassNet,
             module=module,
             **{f"module__{key}": value for key, value in module_kwargs.items()},
-            criterion=AutoencoderCriterion,
+            criterion=self._objective,
             criterion__beta=self.beta,
             criterion__norm=self.norm,
             criterion__diversity=self.diversity,
@@ -263,20 +247,11 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
             criterion__diversity_gamma=self.diversity_gamma,
         )
 
-    @staticmethod
-    def _terms_from_output(x, x_hat, z, norm):
-        """Per-sample score terms from one forward pass: reconstruction, latent norm."""
-        return torch.stack([reconstruction_error(x, x_hat, norm), latent_norm(z, norm)], dim=1)
-
     def _score_terms(self, images):
         """(n, k) float64; columns 0 and 1 are the reconstruction error and ``||z||``."""
-        # The norm the net was trained with, even if set_params changed it since.
-        norm, terms_from_output = self.net_.criterion_.norm, self._terms_from_output
-
-        def terms(module, xb):
-            return terms_from_output(*module(xb), norm)
-
-        return self._map_batches(images, terms)
+        # The objective the net was trained with, even if set_params changed norm since.
+        objective = self.net_.criterion_
+        return self._map_batches(images, lambda module, xb: objective.score_terms(module(xb)))
 
     def _fit_score_stats(self, terms):
         self.score_mean_ = terms.mean(axis=0)
@@ -291,13 +266,13 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
 
         ``recon_stats`` and ``latent_stats`` index ``score_mean_``/``score_std_``.
         """
-        if self.score_type not in _SCORES:
+        if self.score_type not in SCORE_TYPES:
             # set_params after fit is not validated by scikit-learn; without this
             # check an unknown name fell through to the combined score.
             raise ValueError(
-                f"score_type must be one of {_SCORES}; got {self.score_type!r}."
+                f"score_type must be one of {SCORE_TYPES}; got {self.score_type!r}."
             )
-        return _combine_terms(
+        return combine_score_terms(
             self.score_type, recon, latent, self.score_mean_, self.score_std_, recon_stats, latent_stats
         )
 
@@ -329,28 +304,10 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         check_is_fitted(self)
         images = self._validate_images(X, reset=False)
         size = tuple(self.image_shape_[-2:])
-        norm, pixel_map = self.net_.criterion_.norm, self._pixel_map
-
-        def maps(module, xb):
-            x, x_hat, _ = module(xb)
-            return pixel_map(x, x_hat, norm, size)
-
-        return self._map_batches(images, maps, dtype=torch.float32)
-
-    @staticmethod
-    def _pixel_map(x, x_hat, norm, size):
-        """The map of :meth:`score_map` from one forward pass, at ``size``.
-
-        A function of tensors alone, so that :func:`skocc.export_onnx` puts
-        this very computation into its graph.
-        """
-        err = (x - x_hat).pow(2).sum(dim=-3)
-        err = err if norm == "squared_l2" else err.sqrt()
-        if tuple(err.shape[-2:]) != tuple(size):
-            flat = err.reshape(-1, 1, *err.shape[-2:])
-            flat = F.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=False)
-            err = flat.reshape(*err.shape[:-2], *size)
-        return err
+        objective = self.net_.criterion_
+        return self._map_batches(
+            images, lambda module, xb: objective.pixel_map(module(xb), size), dtype=torch.float32
+        )
 
     def reconstruct(self, X):
         """Reconstructions of the images by the autoencoder.
@@ -592,6 +549,8 @@ class MultiViewConvAEOneClass(ConvAEOneClass):
         )
         self.share_weights = share_weights
 
+    _objective = MultiViewAutoencoderObjective
+
     def _module_params(self):
         _, params = super()._module_params()
         # Set here because the network is built from the shapes read in fit.
@@ -600,15 +559,6 @@ class MultiViewConvAEOneClass(ConvAEOneClass):
         return MultiViewConvAutoencoder, dict(
             n_views=self.n_views_, share_weights=self.share_weights, **params
         )
-
-    @staticmethod
-    def _terms_from_output(x, x_hat, z, norm):
-        """Total reconstruction, ``||z||``, then per view: reconstruction, ``||z_v||``."""
-        n, n_views = x.shape[:2]
-        recon_v = per_view_reconstruction_error(x, x_hat, norm)
-        latent_v = latent_norm(z.view(n * n_views, -1), norm).view(n, n_views)
-        total = torch.stack([recon_v.sum(dim=1), latent_norm(z, norm)], dim=1)
-        return torch.cat([total, recon_v, latent_v], dim=1)
 
     def score_samples_per_view(self, X):
         """Each view's contribution to the normality score (higher = more normal).

@@ -2,63 +2,37 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
+from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import StrOptions
-from sklearn.utils.validation import _check_feature_names, check_is_fitted
-from skorch.callbacks import Callback, ProgressBar
+from sklearn.utils.validation import check_is_fitted
+from skorch.callbacks import Callback
 
-from ._engine import (
-    PRECISIONS,
-    available_memory,
-    StopOnNonFiniteLoss,
-    TensorBatchIterator,
-    check_precision,
-    device_resident,
-)
 from ._constraints import StrictInterval
+from ._engine import build_net
 from ._outlier import (
     THRESHOLD_CONSTRAINTS,
     OutlierContractMixin,
     select_inliers,
     warn_if_not_finite,
 )
+from ._runtime import (
+    PRECISIONS,
+    as_tensor,
+    available_memory,
+    check_precision,
+    device_resident,
+    forked_torch_rng,
+    network_footprint,
+    resolve_device,
+)
+from ._sklearn_compat import StrOptions, check_feature_names, fit_context
 from .images import DATA_FORMATS, check_images
-
-
-def resolve_device(device):
-    """``"auto"`` becomes ``"cuda"`` when CUDA is available, else ``"cpu"``."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        kind = torch.device(device).type
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"device must be 'auto' or a torch device string such as 'cpu' or 'cuda:0'; "
-            f"got {device!r}."
-        ) from exc
-    if kind == "meta":
-        # Tensors on torch's meta device have shapes but no values: a model
-        # "trained" there has no weights to score with.
-        raise ValueError(
-            "device='meta' holds no data, so nothing can be trained or scored on it; "
-            "use device='auto', 'cpu' or a CUDA device such as 'cuda:0'."
-        )
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device={device!r} was requested but CUDA is not available (torch "
-            f"{torch.__version__}, built {'with' if torch.backends.cuda.is_built() else 'without'} "
-            "CUDA). Use device='auto' or 'cpu', or install a CUDA build of torch."
-        )
-    return device
-
 
 # Every concrete skocc estimator, by class name. Filled by
 # BaseDeepImageModel.__init_subclass__, read by skocc.load and the command line:
@@ -74,29 +48,6 @@ def registered_estimators():
     :func:`skocc.load` nor the command line can be made to build them.
     """
     return dict(_REGISTRY)
-
-
-@contextlib.contextmanager
-def _forked_torch_rng(device, seed):
-    """Seed torch's RNGs (CPU, and ``device``'s if CUDA) inside; restore them after."""
-    device = torch.device(device)
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if (
-        device.type == "cuda"
-    ) else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.default_generator.manual_seed(seed)
-        for index in cuda:
-            with torch.cuda.device(index):
-                torch.cuda.manual_seed(seed)
-        yield
-
-
-def _as_tensor(images):
-    """A tensor view of ``images``; read-only arrays are shared, never written to."""
-    with warnings.catch_warnings():
-        # torch warns that it cannot protect read-only memory; skocc only reads it.
-        warnings.filterwarnings("ignore", message=".*not writable.*", category=UserWarning)
-        return torch.from_numpy(images)
 
 
 class BaseDeepImageModel(BaseEstimator):
@@ -172,7 +123,7 @@ class BaseDeepImageModel(BaseEstimator):
         "precision": "precision",
     }
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Train on normal images.
 
@@ -227,16 +178,15 @@ class BaseDeepImageModel(BaseEstimator):
             else None
         )
 
-        net = self._make_net(order_seed)
-        self._initialize_net(net, init_seed)
+        net = self._new_net(order_seed, init_seed)
         # After the net is built, so that a bad parameter fails before any
         # warning about the number of images.
         images, held_out = self._hold_out(images, split_seed)
         # Randomness inside training (data augmentation, dropout) draws from a
         # forked, seeded torch RNG: reproducible, and the user's global state
         # is untouched.
-        with _forked_torch_rng(self.device_, train_seed):
-            net.partial_fit(device_resident(_as_tensor(images), self.device_))
+        with forked_torch_rng(self.device_, train_seed):
+            net.partial_fit(device_resident(as_tensor(images), self.device_))
         # A fitted module stays in eval mode: scoring then never switches the
         # mode of a module that other threads may be scoring with at the same
         # time (train mode would run the decoder's power iteration, changing
@@ -244,7 +194,7 @@ class BaseDeepImageModel(BaseEstimator):
         net.module_.eval()
         self._warn_if_interrupted(net)
         self.net_ = net
-        self.n_epochs_ = sum(1 for row in net.history if "train_loss" in row)
+        self.n_epochs_ = net.n_complete_epochs()
         self._after_fit(images, held_out)
         return self
 
@@ -269,7 +219,7 @@ class BaseDeepImageModel(BaseEstimator):
         and Adam's two moments) plus the outputs of every layer for one batch
         of ``batch_size`` images in training mode (what backpropagation keeps).
         Training is refused when that exceeds the memory the device has
-        available (:func:`skocc._engine.available_memory`); the estimate is a
+        available (:func:`skocc._runtime.available_memory`); the estimate is a
         lower bound, so a model that passes can still run out.
         """
         available = available_memory(self.device_)
@@ -291,30 +241,16 @@ class BaseDeepImageModel(BaseEstimator):
         )
 
     def _network_footprint(self, dtype):
-        """Parameter count and training activation bytes of one batch, traced on the meta device."""
+        """Parameter count and training activation bytes of one batch."""
+        module_class, module_kwargs = self._module_spec()
+        shape = (self.batch_size,) + tuple(int(s) for s in self.image_shape_)
+        return network_footprint(module_class, module_kwargs, shape, as_tensor(np.empty(0, dtype)).dtype)
+
+    def _module_spec(self):
+        """The network's class and constructor arguments, from ``_build_net_params``."""
         params = self._build_net_params()
         kwargs = {k[len("module__") :]: v for k, v in params.items() if k.startswith("module__")}
-        with torch.device("meta"):
-            module = params["module"](**kwargs)
-        n_params = sum(p.numel() for p in module.parameters())
-        total = 0
-
-        def count(layer, inputs, output):
-            nonlocal total
-            for out in output if isinstance(output, (tuple, list)) else (output,):
-                if isinstance(out, torch.Tensor):
-                    total += out.numel() * out.element_size()
-
-        leaves = [m for m in module.modules() if not list(m.children())]
-        hooks = [m.register_forward_hook(count) for m in leaves]
-        shape = (self.batch_size,) + tuple(int(s) for s in self.image_shape_)
-        try:
-            module.train()
-            module(torch.empty(shape, dtype=_as_tensor(np.empty(0, dtype)).dtype, device="meta"))
-        finally:
-            for hook in hooks:
-                hook.remove()
-        return n_params, total
+        return params["module"], kwargs
 
     def _check_net_params(self):
         for i, callback in enumerate(self.callbacks or []):
@@ -356,51 +292,27 @@ class BaseDeepImageModel(BaseEstimator):
             return images
         return images[select_inliers(y, self.inlier_label, len(images), type(self).__name__)]
 
-    @staticmethod
-    def _initialize_net(net, seed):
-        """``net.initialize()`` with weights drawn from ``seed``.
+    def _new_net(self, order_seed=0, init_seed=0):
+        """The private skorch net, initialised with weights drawn from ``init_seed``.
 
-        Inside a forked RNG so the user's global torch state is untouched.
+        ``fit`` trains it; :func:`skocc.load` fills it with saved weights.
         """
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net.initialize()
-        if torch.device(net.device).type == "cuda":
-            # NHWC is the layout cuDNN's convolutions run fastest in on tensor
-            # cores; on the CPU the module keeps torch's default layout.
-            net.module_.to(memory_format=torch.channels_last)
-        return net
-
-    def _make_net(self, order_seed):
-        """The private skorch net, not yet initialised."""
-        generator = torch.Generator().manual_seed(order_seed)
-        callbacks = [("stop_on_non_finite_loss", StopOnNonFiniteLoss())]
-        if self.verbose >= 2:
-            callbacks.append(("progress_bar", ProgressBar()))
-        callbacks += copy.deepcopy(self.callbacks or [])
-        pin_memory = torch.device(self.device_).type == "cuda"
-        params = dict(
-            optimizer=torch.optim.Adam,
-            lr=self.lr,
-            optimizer__weight_decay=self.weight_decay,
-            max_epochs=self.max_epochs,
-            batch_size=self.batch_size,
-            train_split=None,
-            iterator_train=TensorBatchIterator,
-            iterator_train__shuffle=True,
-            iterator_train__generator=generator,
-            iterator_train__pin_memory=pin_memory,
-            iterator_valid=TensorBatchIterator,
-            iterator_valid__pin_memory=pin_memory,
-            callbacks=callbacks,
+        params = self._build_net_params()
+        params.update(copy.deepcopy(self.net_params or {}))
+        net = build_net(
+            params.pop("net_class"),
+            order_seed=order_seed,
             device=self.device_,
             precision=self._precision(),
-            verbose=int(self.verbose >= 1),
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            verbose=self.verbose,
+            callbacks=self.callbacks,
+            net_params=params,
         )
-        params.update(self._build_net_params())
-        params.update(copy.deepcopy(self.net_params or {}))
-        net_class = params.pop("net_class")
-        return net_class(**params)
+        return net.initialize_seeded(init_seed)
 
     def _precision(self):
         # A subclass whose __init__ has no precision parameter trains in float32.
@@ -408,10 +320,9 @@ class BaseDeepImageModel(BaseEstimator):
 
     def _warn_if_interrupted(self, net):
         """skorch swallows KeyboardInterrupt; tell the user what they got."""
-        last = net.history[-1] if len(net.history) else None
-        if last is None or "train_loss" not in last:
-            done = sum(1 for row in net.history if "train_loss" in row)
-            batches = len(last["batches"]) if last is not None else 0
+        interrupted = net.interruption()
+        if interrupted is not None:
+            done, batches = interrupted
             warnings.warn(
                 f"Training of {type(self).__name__} was interrupted after {done} complete "
                 f"epoch(s) and {batches} batch(es) of the next. The model is usable and "
@@ -423,7 +334,7 @@ class BaseDeepImageModel(BaseEstimator):
     # ------------------------------------------------------------ helpers
     def _validate_images(self, X, *, reset):
         """Read ``X`` as images; remember (``reset``) or check its shape."""
-        _check_feature_names(self, X, reset=reset)
+        check_feature_names(self, X, reset=reset)
         images = check_images(
             X,
             image_shape=self.image_shape,
@@ -458,35 +369,8 @@ class BaseDeepImageModel(BaseEstimator):
         return image_shape[:-2] + (self.resolution, self.resolution)
 
     def _map_batches(self, images, fn, dtype=torch.float64):
-        """Apply ``fn(module, batch_on_device)`` to every batch; collect the results on the CPU.
-
-        Runs the module in eval mode without gradients, under the net's
-        ``precision``; returns ``dtype``. The input stays in its dtype (no
-        float32 copy of ``uint8`` images) and goes to the device batch by batch
-        unless it is small (see :func:`skocc._engine.device_resident`).
-        """
-        net = self.net_
-        module = net.module_
-        was_training = module.training
-        module.eval()
-        X = device_resident(_as_tensor(images), net.device)
-        dataset = net.get_dataset(X)
-        # One array of the final size, filled batch by batch: a list of many
-        # small per-batch tensors, each allocated between the batches' large
-        # activations, fragmented the heap so that resident memory grew with
-        # the number of images (295 MiB more for 100,000 images of 28 x 28).
-        out, start = None, 0
-        try:
-            with torch.no_grad(), net.autocast():
-                for Xb, _ in net.get_iterator(dataset, training=False):
-                    result = fn(module, Xb.to(net.device, non_blocking=True))
-                    if out is None:
-                        out = torch.empty((len(X),) + tuple(result.shape[1:]), dtype=dtype)
-                    out[start : start + len(result)] = result
-                    start += len(result)
-        finally:
-            module.train(was_training)
-        return out.numpy()
+        """``fn(module, batch)`` over the images, by the fitted net (:meth:`OneClassNet.map_batches`)."""
+        return self.net_.map_batches(as_tensor(images), fn, dtype)
 
     def __setstate__(self, state):
         # skorch moves a CUDA-trained net to the CPU when CUDA is missing at load

@@ -131,7 +131,7 @@ class _DetectorNames:
 
 def _fit(args):
     from . import save
-    from .base import resolve_device
+    from ._runtime import resolve_device
     from .datasets import load_images
 
     # Every parameter is checked before a single image is read: a typo such

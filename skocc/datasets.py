@@ -298,7 +298,7 @@ def _check_array_header(f, path, stored_bytes=None, name=None):
     refused before NumPy tries to allocate them. ``stored_bytes`` is the size
     of an uncompressed file (None inside a compressed ``.npz``).
     """
-    from ._engine import available_memory
+    from ._runtime import available_memory
 
     what = f"{str(path)!r}" if name is None else f"the array {name} of {str(path)!r}"
     try:

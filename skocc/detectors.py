@@ -13,15 +13,15 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from scipy.spatial.distance import pdist
-from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
+from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.covariance import LedoitWolf
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._constraints import StrictInterval
 from ._outlier import THRESHOLD_CONSTRAINTS, OutlierContractMixin, warn_if_not_finite
-from .base import resolve_device
+from ._runtime import resolve_device
+from ._sklearn_compat import StrOptions, fit_context
 from .images import as_array
 
 __all__ = ["GaussianDensity", "GaussianKDE", "scaled_gamma"]
@@ -218,7 +218,7 @@ class GaussianKDE(_Detector):
         self.batch_size = batch_size
         self.device = device
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Store the training points and choose the bandwidth.
 
@@ -314,7 +314,7 @@ class GaussianDensity(_Detector):
         self.calibration_size = calibration_size
         self.random_state = random_state
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Estimate the mean and the shrunk covariance.
 

@@ -158,7 +158,7 @@ def _check_conversion_memory(X, dtype, input_name):
     because the copy is only the input: training or scoring it needs memory
     too (the network, its batches, the scores).
     """
-    from ._engine import available_memory
+    from ._runtime import available_memory
 
     shape = getattr(X, "shape", None)
     if shape is None or dtype in (np.float32, np.uint8):

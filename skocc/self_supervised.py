@@ -8,13 +8,14 @@ import numpy as np
 import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import TransformerTags
-from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._docstrings import fill_doc, with_defaults
-from ._engine import OneClassNet, SelfSupervisedCriterion
+from ._engine import OneClassNet
+from ._sklearn_compat import StrOptions
 from .base import BaseDeepImageModel, StrictInterval
 from .nn import ImagePreprocess
+from .nn.objectives import SelfSupervisedObjective
 from .nn.self_supervised import ENCODERS, FEATURE_LAYERS, PRETEXTS, SelfSupervisedNet
 
 __all__ = ["SelfSupervisedFeatures"]
@@ -242,7 +243,7 @@ class SelfSupervisedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             net_class=OneClassNet,
             module=SelfSupervisedNet,
             **{f"module__{key}": value for key, value in module_kwargs.items()},
-            criterion=SelfSupervisedCriterion,
+            criterion=SelfSupervisedObjective,
             criterion__temperature=self.temperature,
         )
 

@@ -110,12 +110,12 @@ def fitted_multiview(digits):
 @pytest.fixture
 def small_memory(monkeypatch):
     """Pretend the machine has 8 GiB available, so memory checks do not depend on it."""
-    from skocc import _engine, base
+    from skocc import _runtime, base
 
     def available(device):
         return 8 * GIB
 
-    monkeypatch.setattr(_engine, "available_memory", available)
+    monkeypatch.setattr(_runtime, "available_memory", available)
     monkeypatch.setattr(base, "available_memory", available)
 
 

@@ -13,12 +13,8 @@ from torch.utils.data import Subset
 
 import skocc
 from skocc import ConvAEOneClass, MultiViewConvAEOneClass
-from skocc._engine import (
-    DEVICE_RESIDENT_MAX_BYTES,
-    TensorBatchIterator,
-    check_precision,
-    device_resident,
-)
+from skocc._engine import TensorBatchIterator
+from skocc._runtime import DEVICE_RESIDENT_MAX_BYTES, check_precision, device_resident
 from skocc.nn.autoencoder import SpectralNormalized
 
 from ._settings import FAST

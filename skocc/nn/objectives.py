@@ -1,0 +1,176 @@
+"""What each network is trained to minimise and scored with, from the same code.
+
+One objective per model. Its ``forward`` is the per-sample training loss (the
+training engine averages it over the batch); the autoencoders' objectives also
+give the per-sample score terms and the per-pixel anomaly map of a forward
+pass, built from the very functions the loss is built from, so that training
+and scoring cannot drift apart. Torch only: the estimators in :mod:`skocc`
+choose the objective and its arguments.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .losses import (
+    feature_diversity,
+    latent_norm,
+    nt_xent,
+    per_view_reconstruction_error,
+    reconstruction_error,
+    rotation_loss,
+)
+
+__all__ = [
+    "SCORE_TYPES",
+    "AutoencoderObjective",
+    "MultiViewAutoencoderObjective",
+    "SelfSupervisedObjective",
+    "combine_score_terms",
+]
+
+#: The autoencoders' score types: which terms make the anomaly score.
+SCORE_TYPES = ("latent", "reconstruction", "combined")
+
+
+class AutoencoderObjective(nn.Module):
+    """Targeted collapse of an autoencoder's ``(x, x_hat, z)`` output.
+
+    Per sample: training loss ``||x - x_hat|| + beta * ||z||`` (both squared
+    with ``norm="squared_l2"``); score terms ``(||x - x_hat||, ||z||)``; and a
+    batch-level feature-diversity penalty on ``z``, 0 unless ``diversity`` is
+    set and weighted.
+
+    Parameters
+    ----------
+    beta : float, default=0.0
+    norm : {"l2", "squared_l2"}, default="l2"
+    diversity : {"direct", "det", "logdet"} or None, default=None
+    diversity_weight : float, default=0.0
+    diversity_gamma : float, default=1.0
+    """
+
+    def __init__(
+        self,
+        beta: float = 0.0,
+        norm: str = "l2",
+        diversity: str | None = None,
+        diversity_weight: float = 0.0,
+        diversity_gamma: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.beta = beta
+        self.norm = norm
+        self.diversity = diversity
+        self.diversity_weight = diversity_weight
+        self.diversity_gamma = diversity_gamma
+
+    def reconstruction(self, output) -> torch.Tensor:
+        """``||x - x_hat||`` of every sample, shape ``(n,)``."""
+        x, x_hat = output[:2]
+        return reconstruction_error(x, x_hat, self.norm)
+
+    def latent(self, output) -> torch.Tensor:
+        """``||z||`` of every sample, shape ``(n,)``."""
+        return latent_norm(output[2], self.norm)
+
+    def forward(self, output) -> torch.Tensor:
+        loss = self.reconstruction(output)
+        if self.beta:
+            loss = loss + self.beta * self.latent(output)
+        return loss
+
+    def batch_penalty(self, output):
+        if self.diversity is None or not self.diversity_weight:
+            return 0.0
+        z = output[2]
+        return self.diversity_weight * feature_diversity(z, self.diversity, self.diversity_gamma)
+
+    def score_terms(self, output) -> torch.Tensor:
+        """``(n, 2)``: the reconstruction error and the latent norm of every sample."""
+        return torch.stack([self.reconstruction(output), self.latent(output)], dim=1)
+
+    def pixel_map(self, output, size) -> torch.Tensor:
+        """Per-pixel reconstruction error at ``size`` (bilinear resizing), shape ``(..., H, W)``.
+
+        The Euclidean norm over channels of ``x - x_hat`` (squared with
+        ``norm="squared_l2"``). Tensor operations alone, so that
+        :func:`skocc.export_onnx` puts this very computation into its graph.
+        """
+        x, x_hat = output[:2]
+        err = (x - x_hat).pow(2).sum(dim=-3)
+        err = err if self.norm == "squared_l2" else err.sqrt()
+        if tuple(err.shape[-2:]) != tuple(size):
+            flat = err.reshape(-1, 1, *err.shape[-2:])
+            flat = F.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=False)
+            err = flat.reshape(*err.shape[:-2], *size)
+        return err
+
+
+class MultiViewAutoencoderObjective(AutoencoderObjective):
+    """:class:`AutoencoderObjective` of a multi-view autoencoder, ``x`` of shape ``(n, V, C, H, W)``.
+
+    The reconstruction term is the sum of the views' errors,
+    ``sum_v ||x_v - x_hat_v||``, and ``z`` is the concatenation of the views'
+    codes. The score terms are the total reconstruction error and ``||z||``,
+    then every view's reconstruction error, then every view's ``||z_v||``.
+    """
+
+    def reconstruction(self, output) -> torch.Tensor:
+        return self.view_reconstruction(output).sum(dim=1)
+
+    def view_reconstruction(self, output) -> torch.Tensor:
+        """``||x_v - x_hat_v||`` of every view of every sample, shape ``(n, V)``."""
+        x, x_hat = output[:2]
+        return per_view_reconstruction_error(x, x_hat, self.norm)
+
+    def score_terms(self, output) -> torch.Tensor:
+        x, _, z = output[:3]
+        n, n_views = x.shape[:2]
+        recon_v = self.view_reconstruction(output)
+        latent_v = latent_norm(z.view(n * n_views, -1), self.norm).view(n, n_views)
+        total = torch.stack([recon_v.sum(dim=1), self.latent(output)], dim=1)
+        return torch.cat([total, recon_v, latent_v], dim=1)
+
+
+class SelfSupervisedObjective(nn.Module):
+    """Per-sample pretext loss of :class:`skocc.nn.SelfSupervisedNet`'s output.
+
+    Rotation: the cross-entropy of every rotated copy; contrastive: NT-Xent of
+    every view.
+
+    Parameters
+    ----------
+    temperature : float, default=0.2
+        Temperature of NT-Xent.
+    """
+
+    def __init__(self, temperature: float = 0.2) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, output) -> torch.Tensor:
+        prediction, targets = output
+        if targets is not None:
+            return rotation_loss(prediction, targets)
+        return nt_xent(prediction, self.temperature)
+
+
+def combine_score_terms(score_type, recon, latent, mean, std, recon_stats, latent_stats):
+    """The anomaly score of ``score_type`` from its two terms.
+
+    ``recon_stats`` and ``latent_stats`` index the training means ``mean`` and
+    standard deviations ``std``: ``"reconstruction"`` and ``"latent"`` are
+    the terms themselves, ``"combined"`` the sum of both standardised. Plain
+    arithmetic and indexing, so the same function combines NumPy arrays in
+    ``score_samples`` and tensors in the graph of :func:`skocc.export_onnx`.
+    """
+    if score_type == "reconstruction":
+        return recon
+    if score_type == "latent":
+        return latent
+    return (recon - mean[recon_stats]) / std[recon_stats] + (
+        latent - mean[latent_stats]
+    ) / std[latent_stats]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.utils._param_validation import Interval
+
+from ._sklearn_compat import Interval
 
 __all__ = ["StrictInterval"]
 

@@ -12,10 +12,10 @@ import warnings
 from numbers import Real
 
 import numpy as np
-from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ._constraints import StrictInterval
+from ._sklearn_compat import StrOptions
 from .conformal import (
     CalibrationWarning,
     conformal_pvalues,

@@ -13,8 +13,9 @@ from numbers import Integral
 
 import numpy as np
 from joblib import Parallel, delayed
-from sklearn.utils._param_validation import Interval, StrOptions, validate_params
-from sklearn.utils.validation import _num_samples, check_is_fitted
+from sklearn.utils.validation import check_is_fitted
+
+from ._sklearn_compat import Interval, StrOptions, num_samples, validate_params
 
 __all__ = ["score_in_chunks"]
 
@@ -107,7 +108,7 @@ def score_in_chunks(estimator, X, *, chunk_size=1024, method="score_samples", n_
     check_is_fitted(estimator)
     if not hasattr(estimator, method):
         raise ValueError(f"{type(estimator).__name__} has no method {method!r} to apply in chunks.")
-    n = _num_samples(X)
+    n = num_samples(X)
     if n == 0:
         raise ValueError("score_in_chunks needs at least one sample; X has none.")
     chunks = (_take(X, slice(start, start + chunk_size)) for start in range(0, n, chunk_size))

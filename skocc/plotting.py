@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.pipeline import Pipeline
-from sklearn.utils import _safe_indexing
 
+from ._sklearn_compat import safe_indexing
 from .metrics import _is_anomaly
 
 __all__ = [
@@ -221,7 +221,7 @@ def _check_autoencoder(estimator, method, function):
 def _head(X, n_images):
     """The first ``n_images`` samples of any array-like, in its own type."""
     n = min(int(n_images), len(X))
-    return _safe_indexing(X, np.arange(n))
+    return safe_indexing(X, np.arange(n))
 
 
 def _with_view_axis(images, n_view_axes):

@@ -7,14 +7,20 @@ from numbers import Real
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
+from sklearn.base import BaseEstimator, OutlierMixin, clone
 from sklearn.svm import OneClassSVM
-from sklearn.utils import _safe_indexing, check_random_state
-from sklearn.utils._param_validation import HasMethods, StrOptions
-from sklearn.utils.validation import _num_samples, check_is_fitted
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
 
 from ._constraints import StrictInterval
 from ._outlier import THRESHOLD_CONSTRAINTS, OutlierContractMixin, select_inliers
+from ._sklearn_compat import (
+    HasMethods,
+    StrOptions,
+    fit_context,
+    num_samples,
+    safe_indexing,
+)
 from .detectors import GaussianDensity, GaussianKDE, check_bandwidth, scaled_gamma
 from .images import as_array
 from .self_supervised import SelfSupervisedFeatures
@@ -217,7 +223,7 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         self.calibration_size = calibration_size
         self.random_state = random_state
 
-    @_fit_context(prefer_skip_nested_validation=False)
+    @fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):
         """Learn the features of the images, then fit the detector on them.
 
@@ -254,17 +260,17 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         if selected is not None and y is not None:
             # The network and the detector learn from the inliers only, and
             # only inliers may calibrate the threshold.
-            inliers = select_inliers(y, selected, _num_samples(X), type(features).__name__)
-            X, y = _safe_indexing(X, inliers), _safe_indexing(np.asarray(y).ravel(), inliers)
+            inliers = select_inliers(y, selected, num_samples(X), type(features).__name__)
+            X, y = safe_indexing(X, inliers), safe_indexing(np.asarray(y).ravel(), inliers)
         split_seed = (
             int(rng.randint(np.iinfo(np.int32).max)) if self.calibration == "holdout" else None
         )
         # Below fit's wrapper: the user's code is 3 frames up.
-        train, held_out = self._calibration_split(_num_samples(X), split_seed, stacklevel=3)
+        train, held_out = self._calibration_split(num_samples(X), split_seed, stacklevel=3)
         if held_out is not None:
-            X_held_out = _safe_indexing(X, held_out)
-            X = _safe_indexing(X, train)
-            y = None if y is None else _safe_indexing(y, train)
+            X_held_out = safe_indexing(X, held_out)
+            X = safe_indexing(X, train)
+            y = None if y is None else safe_indexing(y, train)
         # fit then transform (not fit_transform), so a FrozenEstimator of fitted
         # features works: the network is reused, not retrained.
         features.fit(X, y)

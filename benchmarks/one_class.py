@@ -128,12 +128,12 @@ class _MemoizedFeatures:
         return self
 
     def transform(self, X):
-        return self._transform(X, 0)
+        return self.transform_rotated(X, 0)
 
-    def _transform(self, X, quarter_turns=0):
+    def transform_rotated(self, X, quarter_turns=0):
         key = (id(X), quarter_turns)
         if key not in self._cache:
-            self._cache[key] = self.features._transform(X, quarter_turns=quarter_turns)
+            self._cache[key] = self.features.transform_rotated(X, quarter_turns=quarter_turns)
         return self._cache[key]
 
 

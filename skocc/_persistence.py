@@ -208,13 +208,10 @@ def save(estimator, path):
     """
     cls = type(estimator)
     name = cls.__name__
-    if name == "TwoStageOneClass" and cls.__module__ == "skocc.two_stage":
-        raise TypeError(
-            "skocc.save cannot store a TwoStageOneClass: its second stage is a scikit-learn "
-            "detector, which only pickle can store. Save the network with "
-            "skocc.save(model.features_, path) and the whole model with joblib (load such "
-            "files only if you trust them)."
-        )
+    # A skocc class that skocc.save cannot store says why, and what to do instead.
+    refusal = getattr(cls, "_skocc_save_refusal", None) if cls.__module__.startswith("skocc.") else None
+    if refusal:
+        raise TypeError(f"skocc.save cannot store a {name}: {refusal}")
     if _REGISTRY.get(name) is not cls:
         raise TypeError(
             f"skocc.save stores skocc's own estimators ({', '.join(sorted(_REGISTRY))}); "
@@ -988,11 +985,10 @@ def _expected_tensors(estimator, n_declared, invalid):
                 f"its parameters and fitted attributes ask for {levels} convolutional levels "
                 f"({how}), but the file holds only {n_declared} tensors and every level has one"
             )
-    params = estimator._build_net_params()
-    kwargs = {key[len("module__"):]: v for key, v in params.items() if key.startswith("module__")}
+    module_class, kwargs = estimator._module_spec()
     try:
         with torch.device("meta"):
-            module = params["module"](**kwargs)
+            module = module_class(**kwargs)
     # Whatever torch or the module refuses in hostile sizes (overflowing
     # storage, a zero-sized level) is a file that describes no network.
     except Exception as exc:  # noqa: BLE001

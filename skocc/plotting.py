@@ -20,6 +20,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.pipeline import Pipeline
 
 from ._sklearn_compat import safe_indexing
+from .images import check_images
 from .metrics import _is_anomaly
 
 __all__ = [
@@ -224,6 +225,24 @@ def _head(X, n_images):
     return safe_indexing(X, np.arange(n))
 
 
+def _images_as_read(estimator, X):
+    """``X`` read as the fitted ``estimator`` reads it, with a view axis: ``(n, V, C, H, W)``.
+
+    From the estimator's public parameters (``image_shape``, ``data_format``)
+    and fitted ``image_shape_``, whose length says whether samples have a view
+    axis.
+    """
+    n_view_axes = len(estimator.image_shape_) - 3
+    images = check_images(
+        X,
+        image_shape=estimator.image_shape,
+        data_format=estimator.data_format,
+        n_view_axes=n_view_axes,
+        estimator_name=type(estimator).__name__,
+    )
+    return _with_view_axis(images, n_view_axes), n_view_axes
+
+
 def _with_view_axis(images, n_view_axes):
     return images if n_view_axes else images[:, None]
 
@@ -286,9 +305,9 @@ def plot_reconstructions(estimator, X, *, n_images=8, cmap="gray", fig=None):
     plt = _pyplot()
     _check_autoencoder(estimator, "reconstruct", "plot_reconstructions")
     X = _head(X, n_images)
-    n_view_axes = estimator._n_view_axes
-    x_hat = _with_view_axis(estimator.reconstruct(X), n_view_axes)  # checks it is fitted
-    images = _with_view_axis(estimator._validate_images(X, reset=False), n_view_axes)
+    x_hat = estimator.reconstruct(X)  # checks it is fitted
+    images, n_view_axes = _images_as_read(estimator, X)
+    x_hat = _with_view_axis(x_hat, n_view_axes)
     n, n_views = images.shape[:2]
     fig, axes = _figure(plt, fig, 2 * n_views, n)
     shared_scale = getattr(estimator, "normalize", None) is None
@@ -360,10 +379,9 @@ def plot_anomaly_maps(
     plt = _pyplot()
     _check_autoencoder(estimator, "score_map", "plot_anomaly_maps")
     X = _head(X, n_images)
-    n_view_axes = estimator._n_view_axes
     maps = estimator.score_map(X)  # checks it is fitted
+    images, n_view_axes = _images_as_read(estimator, X)
     maps = maps if n_view_axes else maps[:, None]
-    images = _with_view_axis(estimator._validate_images(X, reset=False), n_view_axes)
     n, n_views = images.shape[:2]
     if titles is not None and len(titles) != n:
         raise ValueError(f"titles needs one entry per image drawn ({n}); got {len(titles)}.")

@@ -262,13 +262,27 @@ class SelfSupervisedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             ``"small"`` encoder, 512 for ``"resnet18"``) with
             ``feature_layer="encoder"``, the head's with ``"head"``.
         """
-        return self._transform(X)
+        return self.transform_rotated(X)
 
-    def _transform(self, X, quarter_turns=0):
-        """Features of ``X`` rotated by ``quarter_turns`` (on the device, batched).
+    def transform_rotated(self, X, quarter_turns=0):
+        """Features of the images rotated by ``quarter_turns`` times 90 degrees.
 
-        A tuple of turns gives a list of arrays, one per turn, from one read of
-        ``X`` and one pass over its batches.
+        Rotated on the device, batch by batch, counter-clockwise in the image
+        plane; ``quarter_turns=0`` is :meth:`transform`. A tuple of turns gives
+        a list of arrays, one per turn, from one read of ``X`` and one pass
+        over its batches: the rotation ensemble of
+        :class:`skocc.TwoStageOneClass` uses it.
+
+        Parameters
+        ----------
+        X : array-like
+            Images in a layout accepted by ``fit``, of the shape seen in ``fit``.
+        quarter_turns : int or tuple of int, default=0
+
+        Returns
+        -------
+        features : ndarray of shape (n_samples, n_features_out), dtype float32
+            Or a list of such arrays, one per entry of a tuple ``quarter_turns``.
         """
         check_is_fitted(self)
         images = self._validate_images(X, reset=False)

@@ -202,6 +202,13 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         "random_state": ["random_state"],
     }
 
+    # Why skocc.save refuses this class (read by skocc.save).
+    _skocc_save_refusal = (
+        "its second stage is a scikit-learn detector, which only pickle can store. Save the "
+        "network with skocc.save(model.features_, path) and the whole model with joblib "
+        "(load such files only if you trust them)."
+    )
+
     def __init__(
         self,
         features=None,
@@ -310,7 +317,7 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
     def _quarter_turns(self, features):
         if not self.rotation_ensemble:
             return (0,)
-        if not hasattr(features, "_transform"):
+        if not hasattr(features, "transform_rotated"):
             raise ValueError(
                 "rotation_ensemble=True needs features that can rotate images "
                 f"(SelfSupervisedFeatures); got {type(features).__name__}."
@@ -322,7 +329,7 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         """One feature array per quarter turn in ``turns``; one pass over ``X``."""
         if turns == (0,):
             return [features.transform(X)]
-        return features._transform(X, quarter_turns=turns)
+        return features.transform_rotated(X, quarter_turns=turns)
 
     def _combine(self, scores):
         """The score from one column per detector (one detector: its score as is)."""

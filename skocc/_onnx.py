@@ -94,7 +94,9 @@ class _AutoencoderGraph(nn.Module):
         self.combine_terms = combine_score_terms
         self.register_buffer("score_mean", torch.as_tensor(model.score_mean_, dtype=torch.float64))
         self.register_buffer("score_std", torch.as_tensor(model.score_std_, dtype=torch.float64))
-        self.register_buffer("offset", torch.tensor(float(model.offset_), dtype=torch.float64))
+        # The threshold that predict uses now (for the score type as set now).
+        offset = model._threshold_now()[0]
+        self.register_buffer("offset", torch.tensor(float(offset), dtype=torch.float64))
 
     def forward(self, images):
         output = self.module(_to_channels_first(images, self.layout, self.sample_shape))
@@ -287,8 +289,8 @@ def _metadata(model, layout, input_dtype, input_shape, output_names, opset):
         "skocc_version": __version__,
         "class": type(model).__name__,
         "params": json.dumps(_jsonable(model.get_params(deep=False)), sort_keys=True),
-        # Read, never recomputed: the file scores with the threshold the model has now.
-        "offset_": repr(float(model.offset_)),
+        # Read, never recomputed: the file scores with the threshold predict uses now.
+        "offset_": repr(float(model._threshold_now()[0])),
         "contamination": repr(float(model.contamination)),
         "input_name": _INPUT_NAME,
         "input_layout": layout,

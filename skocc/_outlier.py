@@ -133,6 +133,10 @@ class OutlierContractMixin:
         Held-out scores give the split-conformal threshold; training scores
         (``held_out=False``) give scikit-learn's training quantile.
         """
+        self.calibration_scores_, self.offset_ = self._threshold_of(scores, held_out=held_out)
+
+    def _threshold_of(self, scores, *, held_out):
+        """``(sorted scores, threshold)`` of :meth:`_set_threshold`, without storing them."""
         scores = np.asarray(scores, dtype=np.float64)
         # A NaN score (a network that overflowed) is the most anomalous, as in predict.
         scores = np.sort(np.where(np.isnan(scores), -np.inf, scores))
@@ -152,8 +156,7 @@ class OutlierContractMixin:
                 "scale the input to the range the model was trained on, or raise "
                 "contamination."
             )
-        self.calibration_scores_ = scores
-        self.offset_ = offset
+        return scores, offset
 
     # ------------------------------------------------------------ public
     def calibrate(self, X):
@@ -184,14 +187,31 @@ class OutlierContractMixin:
         check_is_fitted(self)
         self._validate_params()  # contamination may have been set since fit
         scores = self.score_samples(X)
-        needed = min_calibration_size(self.contamination)
-        if scores.shape[0] < needed:
-            raise ValueError(
-                f"calibrate needs at least {needed} normal samples in X for "
-                f"contamination={self.contamination}; got {scores.shape[0]}."
-            )
+        self._check_calibration_count(scores.shape[0])
         self._set_threshold(scores, held_out=True)
         return self
+
+    def _check_calibration_count(self, n_samples):
+        needed = min_calibration_size(self.contamination)
+        if n_samples < needed:
+            raise ValueError(
+                f"calibrate needs at least {needed} normal samples in X for "
+                f"contamination={self.contamination}; got {n_samples}."
+            )
+
+    def _threshold_now(self):
+        """Hook: ``(offset, calibration scores)`` of the parameters as set now.
+
+        Estimators whose score depends on a parameter that can be changed
+        after fit recompute them here; by default, the stored ones.
+        """
+        return self.offset_, self.calibration_scores_
+
+    def _refresh_threshold(self):
+        """Store :meth:`_threshold_now` when it differs from ``offset_``."""
+        offset, scores = self._threshold_now()
+        if scores is not self.calibration_scores_:
+            self.offset_, self.calibration_scores_ = offset, scores
 
     def pvalues(self, X):
         """Conformal p-values of the samples: small means anomalous.
@@ -220,6 +240,7 @@ class OutlierContractMixin:
         pvalues : ndarray of shape (n_samples,), dtype float64
         """
         check_is_fitted(self)
+        self._refresh_threshold()
         return conformal_pvalues(self.score_samples(X), self.calibration_scores_)
 
     def anomaly_score(self, X):
@@ -250,7 +271,9 @@ class OutlierContractMixin:
         -------
         decision : ndarray of shape (n_samples,), dtype float64
         """
-        return self.score_samples(X) - self.offset_
+        scores = self.score_samples(X)  # checks that the estimator is fitted
+        self._refresh_threshold()
+        return scores - self.offset_
 
     def predict(self, X):
         """+1 for predicted inliers, -1 for predicted anomalies.

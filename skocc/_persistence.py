@@ -820,6 +820,40 @@ def _check_calibration_scores(value, estimator, checked):
     return value.astype(np.float64)
 
 
+def _check_calibration_terms(value, estimator, checked):
+    # The score terms behind calibration_scores_, one row per calibration
+    # image. Norms: never negative; +inf or NaN where a network overflowed.
+    n_terms = _n_score_terms(checked)
+    n = checked["calibration_scores_"].size if "calibration_scores_" in checked else None
+    if not (
+        isinstance(value, np.ndarray)
+        and value.dtype.kind == "f"
+        and value.ndim == 2
+        and value.shape[1] == n_terms
+        and (n is None or value.shape[0] == n)
+        and not (value < 0).any()
+    ):
+        raise _Expected(
+            f"a float array of shape ({n if n is not None else 'n'}, {n_terms}) of score "
+            "terms, none negative"
+        )
+    return value.astype(np.float64)
+
+
+def _check_score_type(value, estimator, checked):
+    from .nn.objectives import SCORE_TYPES
+
+    if value not in SCORE_TYPES:
+        raise _Expected(f"one of {SCORE_TYPES}")
+    return value
+
+
+def _check_bool(value, estimator, checked):
+    if not isinstance(value, bool):
+        raise _Expected("true or false")
+    return value
+
+
 def _check_finite(value, estimator, checked):
     """For attributes without a check of their own: no NaN or infinity anywhere."""
     for item in _leaves(value):
@@ -843,6 +877,9 @@ _ATTRIBUTE_CHECKS = {
     "n_epochs_": _check_n_epochs,
     "offset_": _check_offset,
     "calibration_scores_": _check_calibration_scores,
+    "calibration_terms_": _check_calibration_terms,
+    "threshold_held_out_": _check_bool,
+    "calibration_score_type_": _check_score_type,
     "score_mean_": _check_score_mean,
     "score_std_": _check_score_std,
 }

@@ -258,6 +258,9 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         std = terms.std(axis=0)
         self.score_std_ = np.where(std > 0, std, 1.0)
 
+    def _score_key(self):
+        return self.score_type
+
     def _anomaly_scores_from_terms(self, terms):
         return self._combine(terms[:, 0], terms[:, 1], slice(0, 1), slice(1, 2))
 

@@ -411,6 +411,9 @@ class BaseDeepOneClass(OutlierContractMixin, OutlierMixin, BaseDeepImageModel):
     _persisted_attributes: tuple = (
         "offset_",
         "calibration_scores_",
+        "calibration_terms_",
+        "calibration_score_type_",
+        "threshold_held_out_",
     ) + BaseDeepImageModel._persisted_attributes
 
     _parameter_constraints: dict = {
@@ -430,13 +433,55 @@ class BaseDeepOneClass(OutlierContractMixin, OutlierMixin, BaseDeepImageModel):
         terms = self._score_terms(images)
         self._fit_score_stats(terms)
         if held_out is None:
-            self._set_threshold(-self._anomaly_scores_from_terms(terms), held_out=False)
+            self._threshold_from_terms(terms, held_out=False)
         else:
-            scores = -self._anomaly_scores_from_terms(self._score_terms(held_out))
-            self._set_threshold(scores, held_out=True)
+            self._threshold_from_terms(self._score_terms(held_out), held_out=True)
 
     def _fit_score_stats(self, terms):
         """Hook for subclasses that standardise score terms with training statistics."""
+
+    def _threshold_from_terms(self, terms, *, held_out):
+        """``offset_`` from the score terms of the calibration images, which are kept.
+
+        Keeping the terms (``calibration_terms_``), not only the scores, lets
+        the threshold follow parameters that change how terms make a score
+        (``score_type``) without new images: see :meth:`_threshold_now`.
+        """
+        self._set_threshold(-self._anomaly_scores_from_terms(terms), held_out=held_out)
+        self.calibration_terms_ = terms
+        self.threshold_held_out_ = bool(held_out)
+        self.calibration_score_type_ = self._score_key()
+
+    def _score_key(self):
+        """Hook: the parameter that turns score terms into a score, as set now."""
+        return None
+
+    def _threshold_now(self):
+        # offset_ and calibration_scores_ follow score_type when it is changed
+        # after fit, so that predict and pvalues agree with score_samples. An
+        # offset_ set by hand (it is not the threshold of calibration_scores_) is kept.
+        if self.calibration_score_type_ == self._score_key():
+            return self.offset_, self.calibration_scores_
+        _, stored = self._threshold_of(self.calibration_scores_, held_out=self.threshold_held_out_)
+        if stored != self.offset_:
+            return self.offset_, self.calibration_scores_
+        scores = -self._anomaly_scores_from_terms(self.calibration_terms_)
+        scores, offset = self._threshold_of(scores, held_out=self.threshold_held_out_)
+        return offset, scores
+
+    def _refresh_threshold(self):
+        super()._refresh_threshold()
+        self.calibration_score_type_ = self._score_key()
+
+    def calibrate(self, X):
+        check_is_fitted(self)
+        self._validate_params()  # contamination may have been set since fit
+        terms = self._score_terms(self._validate_images(X, reset=False))
+        self._check_calibration_count(len(terms))
+        self._threshold_from_terms(terms, held_out=True)
+        return self
+
+    calibrate.__doc__ = OutlierContractMixin.calibrate.__doc__
 
     # ------------------------------------------------------------ scoring
     def score_samples(self, X):

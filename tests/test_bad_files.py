@@ -203,6 +203,9 @@ def _views(n_views, share_weights=False):
             n_features_in_=n_views * 64,
             score_mean_=_array(np.zeros(terms)),
             score_std_=_array(np.ones(terms)),
+            # One calibration image (its score is offset_), with its terms.
+            calibration_scores_=_array([h["attributes"]["offset_"]]),
+            calibration_terms_=_array(np.zeros((1, terms))),
         )
 
     return edit

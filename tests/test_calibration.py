@@ -189,7 +189,9 @@ def test_calibrate_changes_the_threshold_and_nothing_else(zeros_model, digits):
     model = pickle.loads(pickle.dumps(zeros_model))
     new_normals, test = X[y == 0][120:150], X[:50]
     weights, scores, params = _state(model), model.score_samples(test), model.get_params()
-    others = {k: v for k, v in vars(model).items() if k not in ("offset_", "calibration_scores_")}
+    # The threshold's state: offset_, the calibration scores and the terms they come from.
+    threshold = ("offset_", "calibration_scores_", "calibration_terms_", "threshold_held_out_")
+    others = {k: v for k, v in vars(model).items() if k not in threshold}
     assert model.calibrate(new_normals) is model
     assert model.offset_ == conformal_threshold(model.score_samples(new_normals), 0.05)
     np.testing.assert_allclose(model.calibration_scores_, np.sort(model.score_samples(new_normals)))
@@ -322,3 +324,24 @@ def test_training_quantile_leaves_numpys_global_generator_alone():
     GaussianDensity(calibration="train").fit(X)
     GaussianKDE(calibration="train").fit(X)
     assert np.random.rand() == expected
+
+
+@pytest.mark.parametrize("calibration", ["holdout", "train"])
+def test_threshold_follows_score_type_set_after_fit(digits, calibration):
+    # Changing score_type after fit used to leave offset_ at the old score's
+    # threshold, so that predict disagreed with the score it used.
+    X, y = digits
+    X_train, X_test = X[y == 0][:120], X[:200]
+    params = dict(FAST, beta=0.1, calibration=calibration, max_epochs=3)
+    model = ConvAEOneClass(score_type="combined", **params).fit(X_train)
+    fresh = ConvAEOneClass(score_type="latent", **params).fit(X_train)
+    model.set_params(score_type="latent")
+    decision = model.decision_function(X_test)
+    assert model.offset_ == fresh.offset_
+    np.testing.assert_array_equal(model.calibration_scores_, fresh.calibration_scores_)
+    np.testing.assert_allclose(decision, fresh.decision_function(X_test))
+    np.testing.assert_array_equal(model.predict(X_test), fresh.predict(X_test))
+    np.testing.assert_array_equal(model.pvalues(X_test), fresh.pvalues(X_test))
+    model.score_type = "combined"  # also without set_params
+    model.predict(X_test)
+    assert model.offset_ != fresh.offset_

@@ -9,7 +9,7 @@ from ._version import __version__
 # that `import skocc` and `skocc --version` stay fast.
 _PUBLIC = {
     "ConvAEOneClass": "autoencoder",
-    "MultiViewConvAEOneClass": "autoencoder",
+    "MultiViewConvAEOneClass": "multiview",
     "SelfSupervisedFeatures": "self_supervised",
     "TwoStageOneClass": "two_stage",
     "export_onnx": "_onnx",

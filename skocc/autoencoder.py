@@ -66,9 +66,8 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
     but ranked anomalies as *more* normal on COIL-20 (the encoder learns to
     pass what normal images need, so unseen objects get smaller codes). The
     defaults are therefore ``score_type="reconstruction"`` and ``beta=0``: with
-    the reconstruction score, ``beta=0.1`` scored below ``beta=0`` on the digits
-    (97.3 against 98.3 mean AUROC %) and on an MNIST subsample (90.7 against
-    93.6), and level on COIL-20 (98.6 against 98.5); see the benchmarks page.
+    the reconstruction score, ``beta=0.1`` scored below ``beta=0`` on the
+    digits and an MNIST subsample, and level on COIL-20 (:doc:`/benchmarks`).
     Set ``beta > 0`` for the latent and combined scores.
 
     Parameters

@@ -71,9 +71,8 @@ class SelfSupervisedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     ----------
     pretext : {"rotation", "contrastive", "contrastive_da"}, default="contrastive_da"
         Pretext task (above). The default was the best on the digits and MNIST
-        (see the benchmarks page); ``"rotation"`` was as good on the digits
-        (0.9940 against 0.9942 mean AUROC) at a third of the training time,
-        and lower on MNIST (0.9645 against 0.9816; 5 and 10 epochs).
+        (:doc:`/benchmarks`); ``"rotation"`` was as good on the digits at a
+        third of the training time, and lower on MNIST.
     encoder : {"small", "resnet18"}, default="small"
         ``"small"``: three levels of two 3 x 3 convolutions with batch norm
         (:class:`skocc.nn.SmallConvEncoder`), fast on a CPU.

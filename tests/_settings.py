@@ -1,6 +1,11 @@
 """Fast settings that make every estimator train in well under a second."""
 
-from skocc import ConvAEOneClass, MultiViewConvAEOneClass, SelfSupervisedFeatures, TwoStageOneClass
+from skocc import (
+    ConvAEOneClass,
+    MultiViewConvAEOneClass,
+    SelfSupervisedFeatures,
+    TwoStageOneClass,
+)
 from skocc.detectors import GaussianDensity, GaussianKDE
 
 FAST = dict(

@@ -14,7 +14,12 @@ import os
 
 import numpy as np
 
-from skocc import ConvAEOneClass, MultiViewConvAEOneClass, SelfSupervisedFeatures, TwoStageOneClass
+from skocc import (
+    ConvAEOneClass,
+    MultiViewConvAEOneClass,
+    SelfSupervisedFeatures,
+    TwoStageOneClass,
+)
 from skocc.datasets import one_class_digits_split
 from skocc.detectors import GaussianDensity, GaussianKDE
 

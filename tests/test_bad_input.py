@@ -32,7 +32,11 @@ from skocc.cli import main
 from skocc.datasets import load_image_folder, load_images
 from skocc.detectors import GaussianDensity, GaussianKDE
 from skocc.images import check_images
-from skocc.metrics import anomaly_recall_scorer, anomaly_roc_auc_scorer, precision_at_n_scorer
+from skocc.metrics import (
+    anomaly_recall_scorer,
+    anomaly_roc_auc_scorer,
+    precision_at_n_scorer,
+)
 
 TINY = dict(channels=(4, 8), latent_dim=4, max_epochs=1, batch_size=32, device="cpu", random_state=0)
 TINY_FEATURES = dict(width=4, head_dim=8, max_epochs=1, batch_size=32, device="cpu", random_state=0)

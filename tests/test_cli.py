@@ -35,6 +35,7 @@ def test_console_script_is_installed():
     assert out.returncode == 0 and skocc.__version__ in out.stdout
 
 
+@pytest.mark.slow
 def test_demo_reports_every_detector():
     lines = []
     result = run_demo(digits=[0, 1], log=lines.append)

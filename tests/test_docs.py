@@ -71,6 +71,7 @@ def _subprocess_env():
     return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
 
 
+@pytest.mark.slow
 def test_sphinx_docs_build_without_warnings(tmp_path):
     pytest.importorskip("sphinx")  # installed by the `test` extra, so CI builds the docs
     pytest.importorskip("sphinx_gallery")
@@ -116,6 +117,7 @@ def test_examples_are_gallery_examples():
         assert text.startswith('"""\n') and "\n# %%\n" in text, example.name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
 def test_examples_run(example, tmp_path):
     # Files an example writes (figures, models) land in tmp_path.

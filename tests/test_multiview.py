@@ -1,10 +1,9 @@
-"""MultiViewConvAEOneClass, stack_views and the feature-diversity regularisers."""
+"""MultiViewConvAEOneClass and stack_views (the diversity losses: test_losses.py)."""
 
 import pickle
 
 import numpy as np
 import pytest
-import torch
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
@@ -12,7 +11,6 @@ from sklearn.preprocessing import MinMaxScaler
 
 from skocc import ConvAEOneClass, MultiViewConvAEOneClass, stack_views
 from skocc.datasets import one_class_digits_split
-from skocc.losses import feature_diversity
 
 from ._settings import FAST
 
@@ -181,43 +179,6 @@ def test_stack_views_shapes_and_resizing():
 def test_stack_views_bad_input(arrays, kwargs, match):
     with pytest.raises(ValueError, match=match):
         stack_views(*arrays, **kwargs)
-
-
-# ---------------------------------------------------------------- diversity
-def _brute_force_similarity(z, gamma):
-    batch, d = z.shape
-    S = np.empty((d, d))
-    for n in range(d):
-        for m in range(d):
-            S[n, m] = np.exp(-gamma * np.sum((z[:, n] - z[:, m]) ** 2) / batch)
-    return S
-
-
-@pytest.mark.parametrize("units", [5, 40])  # above 25 units torch's cdist changes method
-def test_feature_diversity_matches_its_formulas(units):
-    z = np.random.RandomState(0).randn(7, units) * 0.3
-    S = _brute_force_similarity(z, 0.5)
-    t = torch.tensor(z, dtype=torch.float64)
-    np.testing.assert_allclose(feature_diversity(t, "direct", 0.5).item(), S.sum() - np.trace(S))
-    np.testing.assert_allclose(feature_diversity(t, "det", 0.5).item(), -np.linalg.det(S))
-    np.testing.assert_allclose(
-        feature_diversity(t, "logdet", 0.5).item(),
-        -np.linalg.slogdet(S + 1e-4 * np.eye(units))[1],
-        rtol=1e-6,
-    )
-    with pytest.raises(ValueError, match="diversity must be one of"):
-        feature_diversity(t, "max")
-
-
-@pytest.mark.parametrize("kind", ["direct", "det", "logdet"])
-def test_feature_diversity_is_differentiable_and_rewards_diverse_units(kind):
-    z = (torch.randn(16, 6) * 0.1).requires_grad_()
-    penalty = feature_diversity(z, kind)
-    penalty.backward()
-    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
-    alike = torch.ones(16, 6) * 0.2
-    diverse = torch.eye(16)[:, :6] * 3
-    assert feature_diversity(diverse, kind) < feature_diversity(alike, kind)
 
 
 @pytest.mark.parametrize("estimator", [ConvAEOneClass, MultiViewConvAEOneClass])

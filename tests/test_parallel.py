@@ -85,6 +85,7 @@ def dask_client():
         yield client
 
 
+@pytest.mark.slow
 def test_cluster_is_local_with_one_torch_thread_per_worker(dask_client):
     workers = dask_client.scheduler_info()["workers"]
     assert len(workers) == 2
@@ -92,6 +93,7 @@ def test_cluster_is_local_with_one_torch_thread_per_worker(dask_client):
     assert set(dask_client.run(torch.get_num_threads).values()) == {1}
 
 
+@pytest.mark.slow
 def test_grid_search_on_dask_finds_the_local_best(dask_client, digits):
     from distributed import get_task_stream
 
@@ -120,6 +122,7 @@ def test_grid_search_on_dask_finds_the_local_best(dask_client, digits):
     )
 
 
+@pytest.mark.slow
 def test_score_in_chunks_on_dask_matches_local(dask_client, fitted, digits):
     X = np.concatenate([digits[0], digits[1]])  # all 1797 digits
     expected = fitted.score_samples(X)

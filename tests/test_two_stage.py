@@ -1,26 +1,19 @@
-"""SelfSupervisedFeatures, TwoStageOneClass and the classical detectors."""
+"""TwoStageOneClass: self-supervised features, then a classical detector."""
 
 import pickle
 
 import joblib
 import numpy as np
 import pytest
-import torch
-from scipy.special import logsumexp
-from scipy.stats import multivariate_normal
 from sklearn.base import BaseEstimator, clone
-from sklearn.covariance import LedoitWolf
 from sklearn.ensemble import IsolationForest
-from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.svm import OneClassSVM
 
 from skocc import SelfSupervisedFeatures, TwoStageOneClass
 from skocc.detectors import GaussianDensity, GaussianKDE, scaled_gamma
-from skocc.losses import nt_xent
 from skocc.model_selection import OneClassKFold, anomaly_scorers
-from skocc.nn.self_supervised import SelfSupervisedNet, augment, rotate
 
 from ._settings import fast_features
 
@@ -28,204 +21,6 @@ from ._settings import fast_features
 def _digit(digits, label=0):
     X_train, X_test, y_train, y_test = digits
     return X_train[y_train == label], X_test, np.where(y_test == label, 1, -1)
-
-
-# ------------------------------------------------------------ detectors
-def _brute_force_kde(train, query, h):
-    n, d = train.shape
-    out = []
-    for q in query:
-        terms = [-np.sum((q - t) ** 2) / (2 * h * h) for t in train]
-        out.append(logsumexp(terms) - np.log(n) - 0.5 * d * np.log(2 * np.pi * h * h))
-    return np.array(out)
-
-
-@pytest.mark.parametrize("bandwidth", [0.05, 0.3, 2.0])
-def test_gaussian_kde_matches_brute_force(bandwidth):
-    rng = np.random.default_rng(0)
-    train, query = rng.normal(size=(60, 5)), rng.normal(size=(25, 5)) * 1.5
-    kde = GaussianKDE(bandwidth=bandwidth, batch_size=7, calibration="train").fit(train)
-    np.testing.assert_allclose(
-        kde.score_samples(query), _brute_force_kde(train, query, bandwidth), rtol=1e-10, atol=1e-8
-    )
-
-
-def test_gaussian_kde_small_bandwidth_is_exact_where_trees_are_not():
-    # Far from every training point the log-density is hundreds of nats down:
-    # the exact computation keeps it, and keeps the ranking of such points.
-    rng = np.random.default_rng(1)
-    train = rng.normal(size=(100, 8))
-    query = train[:5] + 3.0
-    scores = GaussianKDE(bandwidth=0.05, calibration="train").fit(train).score_samples(query)
-    np.testing.assert_allclose(scores, _brute_force_kde(train, query, 0.05), rtol=1e-10)
-    assert np.all(scores < -1000) and np.all(np.isfinite(scores))
-
-
-def test_gaussian_kde_bandwidth_rules():
-    rng = np.random.default_rng(2)
-    X = rng.normal(size=(50, 4))
-    auto = GaussianKDE(calibration="train").fit(X)
-    assert auto.bandwidth_ == pytest.approx(1 / np.sqrt(2 * 10 / (X.var() * 4)))
-    median = GaussianKDE(bandwidth="median", calibration="train").fit(X)
-    from scipy.spatial.distance import pdist
-
-    assert median.bandwidth_ == pytest.approx(np.median(pdist(X)) / np.sqrt(2))
-    assert scaled_gamma(X, 1.0) == pytest.approx(1 / (X.var() * 4))  # sklearn's "scale"
-
-
-def test_gaussian_kde_contract_and_input_untouched():
-    rng = np.random.default_rng(3)
-    X = rng.normal(size=(200, 2))
-    before = X.copy()
-    # scikit-learn's training-quantile definition of offset_.
-    kde = GaussianKDE(bandwidth=0.5, contamination=0.1, calibration="train").fit(X)
-    np.testing.assert_array_equal(X, before)
-    assert np.mean(kde.predict(X) == -1) == pytest.approx(0.1, abs=0.01)
-    np.testing.assert_allclose(kde.decision_function(X), kde.score_samples(X) - kde.offset_)
-    with pytest.raises(ValueError, match="features"):
-        kde.score_samples(rng.normal(size=(3, 5)))
-
-
-def test_detector_parameters_are_checked():
-    X = np.random.default_rng(5).normal(size=(20, 3))
-    with pytest.raises(ValueError, match="batch_size"):
-        GaussianKDE(batch_size=2.5).fit(X)
-    with pytest.raises(ValueError, match="device"):
-        GaussianKDE(device="gpu0").fit(X)
-    # "auto" is the CPU here, and the scores are those of device="cpu".
-    np.testing.assert_array_equal(
-        GaussianKDE(device="auto", random_state=0).fit(X).score_samples(X),
-        GaussianKDE(random_state=0).fit(X).score_samples(X),
-    )
-    with pytest.raises(ValueError, match="2-D"):
-        scaled_gamma(np.ones(5))
-
-
-def test_gaussian_density_matches_scipy():
-    rng = np.random.default_rng(4)
-    X = rng.normal(size=(80, 6)) @ rng.normal(size=(6, 6))
-    query = rng.normal(size=(10, 6))
-    gde = GaussianDensity(calibration="train").fit(X)
-    lw = LedoitWolf().fit(X)
-    expected = multivariate_normal(lw.location_, lw.covariance_).logpdf(query)
-    np.testing.assert_allclose(gde.score_samples(query), expected, rtol=1e-6)
-
-
-def test_nt_xent_matches_its_definition():
-    z = torch.nn.functional.normalize(torch.randn(6, 4, generator=torch.Generator().manual_seed(0)), dim=1)
-    loss = nt_xent(z, 0.5).numpy()
-    sim = (z @ z.T).numpy() / 0.5
-    for i in range(6):
-        others = [sim[i, k] for k in range(6) if k != i]
-        assert loss[i] == pytest.approx(-(sim[i, (i + 3) % 6] - logsumexp(others)), rel=1e-5)
-    with pytest.raises(ValueError, match="even"):
-        nt_xent(z[:5])
-
-
-# ------------------------------------------------------ network pieces
-def test_augment_keeps_shape_and_varies():
-    x = torch.rand(8, 3, 16, 16)
-    torch.manual_seed(0)
-    a = augment(x)
-    b = augment(x)
-    assert a.shape == x.shape and a.dtype == x.dtype
-    assert not torch.allclose(a, b)
-    # Full-size crop, no flip, no jitter: the identity.
-    same = augment(x, crop_scale=(1.0, 1.0), flip=False, jitter=0.0)
-    # The aspect ratio still varies, so only the centre row/column is exact;
-    # a unit-area square crop would be the identity up to interpolation.
-    assert same.shape == x.shape
-
-
-def test_rotation_pretext_targets_and_non_square_images():
-    net = SelfSupervisedNet((1, 6, 10), pretext="rotation", width=4, head_dim=8)
-    logits, targets = net(torch.rand(5, 1, 6, 10))
-    assert logits.shape == (20, 4)
-    np.testing.assert_array_equal(targets.numpy(), np.repeat(np.arange(4), 5))
-    assert torch.equal(rotate(rotate(torch.arange(6.0).view(1, 1, 2, 3), 1), 3), torch.arange(6.0).view(1, 1, 2, 3))
-
-
-@pytest.mark.parametrize("pretext,n_embeddings", [("contrastive", 2 * 5), ("contrastive_da", 2 * 4 * 5)])
-def test_contrastive_pretexts_give_pairs(pretext, n_embeddings):
-    net = SelfSupervisedNet((1, 8, 8), pretext=pretext, width=4, head_dim=8)
-    z, targets = net(torch.rand(5, 1, 8, 8))
-    assert targets is None and z.shape == (n_embeddings, 8)
-    np.testing.assert_allclose(z.norm(dim=1).detach().numpy(), 1.0, rtol=1e-5)
-
-
-# ------------------------------------------------ SelfSupervisedFeatures
-@pytest.mark.parametrize("pretext", ["rotation", "contrastive", "contrastive_da"])
-def test_features_shape_norm_and_determinism(digits, pretext):
-    X, X_test, _ = _digit(digits)
-    state = torch.random.get_rng_state()
-    a = fast_features(pretext=pretext).fit(X).transform(X_test[:30])
-    assert torch.equal(state, torch.random.get_rng_state())  # global RNG untouched
-    b = fast_features(pretext=pretext).fit(X).transform(X_test[:30])
-    assert a.shape == (30, 16) and a.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_array_equal(a, b)
-    c = fast_features(pretext=pretext, random_state=1).fit(X).transform(X_test[:30])
-    assert not np.allclose(a, c)
-
-
-def test_features_layers_encoders_and_names(digits):
-    X, X_test, _ = _digit(digits)
-    model = fast_features(head_dim=6).fit(X)
-    assert model.transform(X_test[:3]).shape == (3, 16)
-    model.set_params(feature_layer="head")
-    assert model.transform(X_test[:3]).shape == (3, 6)
-    names = model.get_feature_names_out()
-    assert names.shape == (6,) and names[0] == "selfsupervisedfeatures0"
-    resnet = fast_features(encoder="resnet18", max_epochs=1).fit(X[:20])
-    assert resnet.transform(X_test[:3]).shape == (3, 32)  # 8 * width
-
-
-@pytest.mark.parametrize("pretext", ["rotation", "contrastive", "contrastive_da"])
-def test_features_training_lowers_the_pretext_loss(digits, pretext):
-    X, _, _ = _digit(digits)
-    # Against the same network with lr=1e-9 (weights that do not move): the
-    # mean loss of the last three epochs. Measured: rotation 0.85 against
-    # 1.45, contrastive 4.19 against 4.53, contrastive_da 4.83 against 5.81.
-    def last_losses(lr):
-        model = fast_features(pretext=pretext, width=8, max_epochs=10, lr=lr).fit(X)
-        return np.mean(model.net_.history[-3:, "train_loss"])
-
-    assert last_losses(1e-3) < last_losses(1e-9) - 0.2
-
-
-def test_learned_features_separate_a_digit_better_than_untrained(digits):
-    # Rotation features of the digit 3 against every other digit, exact KDE.
-    # Measured with random_state 0, 1, 2: trained 0.971, 0.974, 0.969; the
-    # untrained encoder (lr=1e-9: batch norm sees the data, weights do not
-    # move) 0.757, 0.806, 0.876. The floor sits between them.
-    X, X_test, y = _digit(digits, 3)
-    params = dict(pretext="rotation", width=8, head_dim=32, device="cpu", random_state=0)
-
-    def auroc(**training):
-        model = TwoStageOneClass(
-            SelfSupervisedFeatures(**params, **training), "kde", rotation_ensemble=False
-        )
-        return roc_auc_score(y, model.fit(X).score_samples(X_test))
-
-    trained = auroc(max_epochs=20)
-    untrained = auroc(max_epochs=1, lr=1e-9)
-    assert trained > 0.93 > untrained
-
-
-@pytest.mark.parametrize(
-    "params,match",
-    [
-        (dict(crop_scale=(0.0, 1.0)), "crop_scale"),
-        (dict(crop_scale=(0.9, 0.5)), "crop_scale"),
-        (dict(pretext="jigsaw"), "pretext"),
-        (dict(encoder="vgg"), "encoder"),
-        (dict(temperature=0), "temperature"),
-    ],
-)
-def test_features_bad_parameters(digits, params, match):
-    X, _, _ = _digit(digits)
-    with pytest.raises(ValueError, match=match):
-        fast_features(**params).fit(X)
 
 
 # ------------------------------------------------------ TwoStageOneClass

@@ -1,0 +1,100 @@
+"""skocc.nn.objectives: training loss, score terms and maps come from the same formulas."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from skocc.losses import autoencoder_loss, latent_norm, reconstruction_error
+from skocc.nn.objectives import (
+    AutoencoderObjective,
+    MultiViewAutoencoderObjective,
+    SelfSupervisedObjective,
+    combine_score_terms,
+)
+
+
+def _output(*shape, latent=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(*shape, generator=g)
+    x_hat = torch.rand(*shape, generator=g)
+    z = torch.randn(shape[0], latent * (shape[1] if len(shape) == 5 else 1), generator=g)
+    return x, x_hat, z
+
+
+@pytest.mark.parametrize("norm", ["l2", "squared_l2"])
+@pytest.mark.parametrize("beta", [0.0, 0.3])
+def test_autoencoder_loss_is_its_score_terms_weighted(norm, beta):
+    output = _output(6, 2, 5, 5)
+    objective = AutoencoderObjective(beta=beta, norm=norm)
+    terms = objective.score_terms(output)
+    assert terms.shape == (6, 2)
+    torch.testing.assert_close(terms[:, 0], reconstruction_error(output[0], output[1], norm))
+    torch.testing.assert_close(terms[:, 1], latent_norm(output[2], norm))
+    torch.testing.assert_close(objective(output), terms[:, 0] + beta * terms[:, 1])
+    torch.testing.assert_close(objective(output), autoencoder_loss(*output, beta, norm))
+
+
+@pytest.mark.parametrize("norm", ["l2", "squared_l2"])
+def test_multi_view_terms_add_up_to_the_loss(norm):
+    output = _output(4, 3, 1, 6, 6)  # 4 samples of 3 views
+    objective = MultiViewAutoencoderObjective(beta=0.5, norm=norm)
+    terms = objective.score_terms(output)
+    assert terms.shape == (4, 2 + 2 * 3)
+    torch.testing.assert_close(terms[:, 2:5].sum(dim=1), terms[:, 0])
+    torch.testing.assert_close(objective(output), terms[:, 0] + 0.5 * terms[:, 1])
+    torch.testing.assert_close(objective(output), autoencoder_loss(*output, 0.5, norm))
+    if norm == "squared_l2":  # the views' code norms add up to the code's
+        torch.testing.assert_close(terms[:, 5:].sum(dim=1), terms[:, 1])
+
+
+def test_pixel_map_holds_the_reconstruction_error():
+    output = _output(3, 2, 7, 9)
+    objective = AutoencoderObjective(norm="l2")
+    maps = objective.pixel_map(output, (7, 9))
+    assert maps.shape == (3, 7, 9)
+    torch.testing.assert_close(maps.pow(2).flatten(1).sum(1).sqrt(), objective.score_terms(output)[:, 0])
+    assert objective.pixel_map(output, (14, 18)).shape == (3, 14, 18)
+    squared = AutoencoderObjective(norm="squared_l2").pixel_map(output, (7, 9))
+    torch.testing.assert_close(squared, maps.pow(2))
+
+
+def test_diversity_penalty_is_batch_level_and_off_by_default():
+    output = _output(8, 1, 4, 4)
+    assert AutoencoderObjective().batch_penalty(output) == 0.0
+    penalty = AutoencoderObjective(diversity="direct", diversity_weight=0.5).batch_penalty(output)
+    assert penalty.ndim == 0 and penalty > 0
+
+
+def test_self_supervised_objective_per_copy():
+    logits = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    targets = torch.arange(4).repeat(2)
+    loss = SelfSupervisedObjective()((logits, targets))
+    assert loss.shape == (8,)
+    torch.testing.assert_close(
+        loss, torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    )
+    z = torch.nn.functional.normalize(torch.randn(6, 3), dim=1)
+    assert SelfSupervisedObjective(0.5)((z, None)).shape == (6,)
+
+
+def test_combine_score_terms_on_arrays_and_tensors():
+    recon, latent = np.array([1.0, 3.0]), np.array([2.0, 2.0])
+    mean, std = np.array([1.0, 2.0]), np.array([2.0, 1.0])
+    for kind, expected in [("reconstruction", recon), ("latent", latent), ("combined", [0.0, 1.0])]:
+        got = combine_score_terms(kind, recon, latent, mean, std, slice(0, 1), slice(1, 2))
+        np.testing.assert_allclose(got, expected)
+        as_tensors = [torch.as_tensor(a) for a in (recon, latent, mean, std)]
+        tensor = combine_score_terms(kind, *as_tensors[:2], *as_tensors[2:], slice(0, 1), slice(1, 2))
+        np.testing.assert_allclose(tensor.numpy(), expected)
+
+
+def test_skocc_nn_imports_torch_only():
+    code = (
+        "import sys, skocc.nn, skocc.nn.objectives, skocc.nn.losses; "
+        "print(sorted(m for m in ('sklearn', 'skorch', 'scipy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -17,7 +17,8 @@ from sklearn.model_selection import GridSearchCV
 
 from skocc import ConvAEOneClass
 from skocc.datasets import one_class_digits_split
-from skocc.model_selection import AnomalyScorer, OneClassShuffleSplit
+from skocc.metrics import AnomalyScorer
+from skocc.model_selection import OneClassShuffleSplit
 from skocc.parallel import score_in_chunks
 
 

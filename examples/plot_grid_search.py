@@ -5,7 +5,7 @@ Grid search on labelled validation data: beta and resolution
 Search :class:`skocc.ConvAEOneClass`'s ``beta`` and ``resolution`` with
 scikit-learn's ``GridSearchCV``, honestly: the training folds hold only normal
 images (:class:`skocc.model_selection.OneClassKFold`), the score takes the
-anomalies as the positive class (:class:`skocc.model_selection.AnomalyScorer`),
+anomalies as the positive class (:class:`skocc.metrics.AnomalyScorer`),
 and ``inlier_label=1`` makes the final refit train on the normal images only.
 Plots the mean validation AUROC when matplotlib is installed
 (``pip install "skocc[plot]"``). Under a minute on a CPU.
@@ -22,7 +22,8 @@ from sklearn.model_selection import GridSearchCV
 
 from skocc import ConvAEOneClass
 from skocc.datasets import one_class_digits_split
-from skocc.model_selection import AnomalyScorer, OneClassKFold
+from skocc.metrics import AnomalyScorer
+from skocc.model_selection import OneClassKFold
 
 torch.set_num_threads(1)  # small networks: one thread is fastest on shared CPUs
 

@@ -359,6 +359,12 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
     def transform(self, X):
         """Same as :meth:`encode`, so the encoder can be a step of a ``Pipeline``.
 
+        The estimator is an outlier detector that is also a transformer, as
+        :class:`sklearn.cluster.KMeans` is a clusterer that is also one: in
+        ``make_pipeline(ConvAEOneClass(), GaussianDensity())`` the autoencoder
+        trains on the images and hands its codes to the next step, which is
+        the "sequential transfer" of a deep encoder to a classical detector.
+
         Parameters
         ----------
         X : array-like

@@ -13,6 +13,11 @@ from .autoencoder import (
     SpectralNormalized,
     plan_downsampling,
 )
+from .objectives import (
+    AutoencoderObjective,
+    MultiViewAutoencoderObjective,
+    SelfSupervisedObjective,
+)
 from .preprocess import ImagePreprocess
 from .self_supervised import (
     MLPHead,
@@ -24,14 +29,17 @@ from .self_supervised import (
 )
 
 __all__ = [
+    "AutoencoderObjective",
     "ConvAutoencoder",
     "ConvDecoder",
     "ConvEncoder",
     "ImagePreprocess",
     "MLPHead",
+    "MultiViewAutoencoderObjective",
     "MultiViewConvAutoencoder",
     "ResNet18Encoder",
     "SelfSupervisedNet",
+    "SelfSupervisedObjective",
     "SmallConvEncoder",
     "SpectralNormalized",
     "augment",

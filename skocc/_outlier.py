@@ -86,6 +86,18 @@ def select_inliers(y, inlier_label, n_samples, caller):
     return mask
 
 
+def clear_fitted(estimator):
+    """Delete every fitted attribute (``name_``) of ``estimator``: a failed or new fit starts clean."""
+    for name in [a for a in vars(estimator) if a.endswith("_") and not a.startswith("__")]:
+        delattr(estimator, name)
+
+
+def standardisation(values):
+    """``(mean, std)`` per column of ``values``, with 1 for a zero std (a constant column)."""
+    std = values.std(axis=0)
+    return values.mean(axis=0), np.where(std > 0, std, 1.0)
+
+
 class OutlierContractMixin:
     """``offset_``, calibration, p-values, ``decision_function`` and ``predict``.
 

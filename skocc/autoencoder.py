@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from numbers import Integral, Real
 
-import numpy as np
 import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import TransformerTags
@@ -12,6 +11,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._docstrings import fill_doc
 from ._engine import OneClassNet
+from ._outlier import standardisation
 from ._sklearn_compat import StrOptions
 from .base import BaseDeepOneClass, StrictInterval
 from .nn import ConvAutoencoder, ImagePreprocess
@@ -252,9 +252,7 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         return self._map_batches(images, lambda module, xb: objective.score_terms(module(xb)))
 
     def _fit_score_stats(self, terms):
-        self.score_mean_ = terms.mean(axis=0)
-        std = terms.std(axis=0)
-        self.score_std_ = np.where(std > 0, std, 1.0)
+        self.score_mean_, self.score_std_ = standardisation(terms)
 
     def _score_key(self):
         return self.score_type

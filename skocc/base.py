@@ -18,6 +18,7 @@ from ._engine import build_net
 from ._outlier import (
     THRESHOLD_CONSTRAINTS,
     OutlierContractMixin,
+    clear_fitted,
     select_inliers,
     warn_if_not_finite,
 )
@@ -155,8 +156,7 @@ class BaseDeepImageModel(BaseEstimator):
             raise
 
     def _clear_fitted(self):
-        for name in [a for a in vars(self) if a.endswith("_") and not a.startswith("__")]:
-            delattr(self, name)
+        clear_fitted(self)
 
     def _fit(self, X, y):
         self._check_net_params()

@@ -13,7 +13,13 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._constraints import StrictInterval
-from ._outlier import THRESHOLD_CONSTRAINTS, OutlierContractMixin, select_inliers
+from ._outlier import (
+    THRESHOLD_CONSTRAINTS,
+    OutlierContractMixin,
+    clear_fitted,
+    select_inliers,
+    standardisation,
+)
 from ._sklearn_compat import (
     HasMethods,
     StrOptions,
@@ -244,8 +250,7 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         -------
         self : object
         """
-        for name in [a for a in vars(self) if a.endswith("_") and not a.startswith("__")]:
-            delattr(self, name)
+        clear_fitted(self)
         if sp.issparse(X):
             # Refused here, before any indexing of X for the held-out split.
             raise TypeError(
@@ -289,9 +294,7 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         self.detectors_ = detectors
         self.detector_ = detectors[0]
         self.gamma_ = gammas[0]
-        self.score_mean_ = scores.mean(axis=0)
-        std = scores.std(axis=0)
-        self.score_std_ = np.where(std > 0, std, 1.0)
+        self.score_mean_, self.score_std_ = standardisation(scores)
         for attr in ("n_features_in_", "feature_names_in_"):
             if hasattr(features, attr):
                 setattr(self, attr, getattr(features, attr))

@@ -89,3 +89,15 @@ def test_gaussian_density_matches_scipy():
     lw = LedoitWolf().fit(X)
     expected = multivariate_normal(lw.location_, lw.covariance_).logpdf(query)
     np.testing.assert_allclose(gde.score_samples(query), expected, rtol=1e-6)
+
+
+def test_detectors_need_neither_skorch_nor_the_network_base():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, skocc.detectors; "
+        "print([m for m in ('skorch', 'skocc.base', 'skocc._engine') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

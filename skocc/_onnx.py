@@ -8,7 +8,7 @@ normalisation, the network, the score terms and their standardisation, the
 rotation ensemble and the classical detector of :class:`~skocc.TwoStageOneClass`.
 
 The graph is traced from a small torch module around a copy of the fitted
-network (:class:`_AutoencoderGraph`, :class:`_TwoStageGraph`) that calls the
+network (:class:`AutoencoderGraph`, :class:`TwoStageGraph`) that calls the
 estimators' own scoring functions, by torch's ``torch.export``-based exporter
 (``dynamo=True``). The older TorchScript exporter (``dynamo=False``) is
 deprecated in torch 2.13 (a ``DeprecationWarning`` on every call) and cannot
@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
-from torch import nn
 
 from ._constraints import StrictInterval
 from ._onnx_options import DEFAULT_OPSET, INPUT_DTYPES, INPUT_LAYOUTS
+from ._score_graph import AutoencoderGraph, TwoStageGraph, detector_module
 from ._sklearn_compat import StrOptions, validate_params
 from ._version import __version__
 
@@ -60,162 +60,6 @@ def _import_exporter():
     return onnx
 
 
-# ------------------------------------------------------------------ graph modules
-def _to_channels_first(images, layout, sample_shape):
-    """``(n, [V,] C, H, W)`` from the graph's input in ``layout``."""
-    if layout == "channels_last":
-        return images.movedim(-1, -3)
-    if layout == "flat":
-        return images.reshape((-1,) + tuple(sample_shape))
-    return images
-
-
-class _AutoencoderGraph(nn.Module):
-    """Raw images to ``(score, decision, map)`` for a fitted (multi-view) autoencoder.
-
-    ``module`` is a CPU copy of the fitted network in eval mode; its own
-    :class:`~skocc.nn.ImagePreprocess` scales ``uint8``, resizes and normalises.
-    The score terms, their combination and the map are the estimator's own
-    functions; the combination runs in float64, as ``score_samples`` does.
-    """
-
-    def __init__(self, model, module, layout):
-        super().__init__()
-        from .nn.objectives import combine_score_terms
-
-        self.module = module
-        self.layout = layout
-        self.sample_shape = tuple(model.image_shape_)
-        self.map_size = tuple(model.image_shape_[-2:])
-        # As score_samples and score_map read them: the objective the net was
-        # trained with (its norm), the score type as set now.
-        self.objective = copy.deepcopy(model.net_.criterion_)
-        self.score_type = model.score_type
-        self.combine_terms = combine_score_terms
-        self.register_buffer("score_mean", torch.as_tensor(model.score_mean_, dtype=torch.float64))
-        self.register_buffer("score_std", torch.as_tensor(model.score_std_, dtype=torch.float64))
-        # The threshold that predict uses now (for the score type as set now).
-        offset = model._threshold_now()[0]
-        self.register_buffer("offset", torch.tensor(float(offset), dtype=torch.float64))
-
-    def forward(self, images):
-        output = self.module(_to_channels_first(images, self.layout, self.sample_shape))
-        terms = self.objective.score_terms(output).double()
-        anomaly = self.combine_terms(
-            self.score_type, terms[:, 0], terms[:, 1], self.score_mean, self.score_std,
-            slice(0, 1), slice(1, 2),
-        )
-        score = -anomaly.reshape(-1)
-        return score, score - self.offset, self.objective.pixel_map(output, self.map_size)
-
-
-class _GaussianLogDensity(nn.Module):
-    """:meth:`skocc.detectors.GaussianDensity.score_samples` in float64 torch.
-
-    ``-0.5 * ||W (f - location)||^2 - log_norm`` with ``W`` the inverse of the
-    Cholesky factor, computed once here: ONNX has no triangular solve, and a
-    matrix product with the exact float64 inverse differs from the solve by
-    rounding only.
-    """
-
-    def __init__(self, detector):
-        super().__init__()
-        from scipy.linalg import solve_triangular
-
-        location, cholesky, log_norm = detector._log_density_parameters()
-        whiten = solve_triangular(cholesky, np.eye(len(cholesky)), lower=True)
-        self.register_buffer("location", torch.as_tensor(location, dtype=torch.float64))
-        self.register_buffer("whiten_t", torch.as_tensor(whiten.T.copy(), dtype=torch.float64))
-        self.register_buffer("log_norm", torch.tensor(float(log_norm), dtype=torch.float64))
-
-    def forward(self, features):
-        white = (features - self.location) @ self.whiten_t
-        return -0.5 * white.pow(2).sum(dim=1) - self.log_norm
-
-
-class _GaussianKDELogDensity(nn.Module):
-    """:meth:`skocc.detectors.GaussianKDE.score_samples` in float64 torch.
-
-    The training points are a constant of the graph. The log-sum-exp is
-    written out (maximum first) rather than left to ``torch.logsumexp``, so the
-    graph cannot depend on how an exporter or a runtime implements
-    ``ReduceLogSumExp``: at small bandwidths every kernel value underflows and
-    only the shifted form stays finite.
-    """
-
-    def __init__(self, detector):
-        super().__init__()
-        train = np.asarray(detector.X_fit_, dtype=np.float64)
-        n, d = train.shape
-        h2 = float(detector.bandwidth_) ** 2
-        self.register_buffer("train_t", torch.as_tensor(train.T.copy()))
-        self.register_buffer("train_sq", torch.as_tensor((train**2).sum(axis=1)))
-        self.register_buffer("scale", torch.tensor(-0.5 / h2, dtype=torch.float64))
-        const = np.log(n) + 0.5 * d * np.log(2.0 * np.pi * h2)
-        self.register_buffer("const", torch.tensor(float(const), dtype=torch.float64))
-
-    def forward(self, features):
-        # |f - x|^2 expanded into one matrix product, as torch.cdist computes
-        # it for more than 25 points; clamped because rounding can make it < 0.
-        sq = features.pow(2).sum(dim=1, keepdim=True) + self.train_sq - 2.0 * (features @ self.train_t)
-        logits = sq.clamp_min(0.0) * self.scale
-        top = logits.amax(dim=1, keepdim=True)
-        return (top + (logits - top).exp().sum(dim=1, keepdim=True).log()).reshape(-1) - self.const
-
-
-def _detector_module(detector, index):
-    from .detectors import GaussianDensity, GaussianKDE
-
-    # Exact types: a subclass may score differently from the formulas here.
-    if type(detector) is GaussianDensity:
-        return _GaussianLogDensity(detector)
-    if type(detector) is GaussianKDE:
-        return _GaussianKDELogDensity(detector)
-    raise TypeError(
-        "export_onnx puts only skocc's GaussianDensity (detector='gde') and GaussianKDE "
-        f"(detector='kde') into the graph; the model's detectors_[{index}] is "
-        f"{type(detector).__module__}.{type(detector).__qualname__}, whose scoring has no "
-        "ONNX form here. Refit TwoStageOneClass with detector='gde' or 'kde' to export it, "
-        "or deploy it with joblib."
-    )
-
-
-class _TwoStageGraph(nn.Module):
-    """Raw images to ``(score, decision)`` for a fitted :class:`~skocc.TwoStageOneClass`.
-
-    Per quarter turn of the rotation ensemble, the network's own
-    ``features(x, layer, turn)`` (preprocessing, rotation, encoder, L2
-    normalisation) and that turn's detector, then the estimator's own
-    combination, in float64 as ``score_samples`` computes it.
-    """
-
-    def __init__(self, model, module, layout):
-        super().__init__()
-        from .two_stage import _combine_scores
-
-        self.module = module
-        self.layout = layout
-        self.sample_shape = tuple(model.features_.image_shape_)
-        self.feature_layer = model.features_.feature_layer  # read at transform time, as there
-        self.detectors = nn.ModuleList(_detector_module(d, i) for i, d in enumerate(model.detectors_))
-        self.combine_scores = _combine_scores
-        self.register_buffer("score_mean", torch.as_tensor(model.score_mean_, dtype=torch.float64))
-        self.register_buffer("score_std", torch.as_tensor(model.score_std_, dtype=torch.float64))
-        self.register_buffer("offset", torch.tensor(float(model.offset_), dtype=torch.float64))
-
-    def forward(self, images):
-        x = _to_channels_first(images, self.layout, self.sample_shape)
-        scores = torch.stack(
-            [
-                detector(self.module.features(x, self.feature_layer, turn).double())
-                for turn, detector in enumerate(self.detectors)
-            ],
-            dim=1,
-        )
-        score = self.combine_scores(scores, self.score_mean, self.score_std)
-        return score, score - self.offset
-
-
 # ------------------------------------------------------------------ the estimator side
 def _network_model(model):
     """The fitted estimator that owns the network, and the graph module class.
@@ -228,7 +72,7 @@ def _network_model(model):
 
     if isinstance(model, ConvAEOneClass):  # MultiViewConvAEOneClass included
         check_is_fitted(model)
-        return model, _AutoencoderGraph
+        return model, AutoencoderGraph
     if isinstance(model, TwoStageOneClass):
         check_is_fitted(model)
         if type(model.features_) is not SelfSupervisedFeatures:
@@ -238,8 +82,8 @@ def _network_model(model):
                 f"{type(model.features_).__module__}.{type(model.features_).__qualname__}."
             )
         for i, detector in enumerate(model.detectors_):
-            _detector_module(detector, i)  # refuse before any tracing work
-        return model.features_, _TwoStageGraph
+            detector_module(detector, i)  # refuse before any tracing work
+        return model.features_, TwoStageGraph
     raise TypeError(
         "model must be a fitted ConvAEOneClass, MultiViewConvAEOneClass or "
         f"TwoStageOneClass; got {type(model).__module__}.{type(model).__qualname__}."
@@ -452,7 +296,7 @@ def export_onnx(model, path, *, input_layout="auto", input_dtype="uint8", opset=
     layout = _resolve_layout(network_model, input_layout)
     input_shape = _input_shape(network_model, layout)
     graph = _graph_module(model, network_model, graph_class, layout)
-    output_names = ["score", "decision"] + (["map"] if graph_class is _AutoencoderGraph else [])
+    output_names = ["score", "decision"] + (["map"] if graph_class is AutoencoderGraph else [])
     # Two examples: a batch of one would let the tracer specialise the batch size.
     example = torch.zeros((2,) + input_shape, dtype=_TORCH_DTYPES[input_dtype])
     with warnings.catch_warnings():

@@ -11,7 +11,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._docstrings import fill_doc
 from ._engine import OneClassNet
+from ._explain import EXPLAIN_DOC, check_explain_arguments, explain_images
 from ._outlier import standardisation
+from ._score_graph import AutoencoderGraph
 from ._sklearn_compat import StrOptions
 from .base import BaseDeepOneClass, StrictInterval
 from .nn import ConvAutoencoder, ImagePreprocess
@@ -307,6 +309,14 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         return self._map_batches(
             images, lambda module, xb: objective.pixel_map(module(xb), size), dtype=torch.float32
         )
+
+    def explain(self, X, *, steps=32, baseline="blur"):
+        check_is_fitted(self)
+        check_explain_arguments(steps, baseline)
+        graph = AutoencoderGraph(self, self.net_.module_, "channels_first")
+        return explain_images(graph, self, X, steps=steps, baseline=baseline)
+
+    explain.__doc__ = EXPLAIN_DOC
 
     def reconstruct(self, X):
         """Reconstructions of the images by the autoencoder.

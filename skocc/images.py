@@ -403,3 +403,27 @@ def _to_float(images, size):
     if size is not None and tuple(x.shape[-2:]) != tuple(size):
         x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
     return x.numpy()
+
+
+def read_as_fitted(estimator, X):
+    """``X`` read as a fitted skocc network reads it, channels-first with any view axis.
+
+    Uses the estimator's public parameters (``image_shape``, ``data_format``)
+    and its fitted ``image_shape_`` (whose length says whether samples have a
+    view axis), and refuses samples of another shape than in ``fit``.
+    """
+    n_view_axes = len(estimator.image_shape_) - 3
+    images = check_images(
+        X,
+        image_shape=estimator.image_shape,
+        data_format=estimator.data_format,
+        n_view_axes=n_view_axes,
+        estimator_name=type(estimator).__name__,
+    )
+    if tuple(images.shape[1:]) != tuple(estimator.image_shape_):
+        raise ValueError(
+            f"X has samples of shape {tuple(images.shape[1:])}, but "
+            f"{type(estimator).__name__} was fitted on samples of shape "
+            f"{tuple(estimator.image_shape_)}."
+        )
+    return images

@@ -20,11 +20,12 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.pipeline import Pipeline
 
 from ._sklearn_compat import safe_indexing
-from .images import check_images
+from .images import read_as_fitted
 from .metrics import _is_anomaly
 
 __all__ = [
     "plot_anomaly_maps",
+    "plot_explanations",
     "plot_reconstructions",
     "plot_roc",
     "plot_score_distribution",
@@ -226,21 +227,9 @@ def _head(X, n_images):
 
 
 def _images_as_read(estimator, X):
-    """``X`` read as the fitted ``estimator`` reads it, with a view axis: ``(n, V, C, H, W)``.
-
-    From the estimator's public parameters (``image_shape``, ``data_format``)
-    and fitted ``image_shape_``, whose length says whether samples have a view
-    axis.
-    """
+    """``X`` as the fitted ``estimator`` reads it, with a view axis: ``(n, V, C, H, W)``."""
     n_view_axes = len(estimator.image_shape_) - 3
-    images = check_images(
-        X,
-        image_shape=estimator.image_shape,
-        data_format=estimator.data_format,
-        n_view_axes=n_view_axes,
-        estimator_name=type(estimator).__name__,
-    )
-    return _with_view_axis(images, n_view_axes), n_view_axes
+    return _with_view_axis(read_as_fitted(estimator, X), n_view_axes), n_view_axes
 
 
 def _with_view_axis(images, n_view_axes):
@@ -405,4 +394,77 @@ def plot_anomaly_maps(
     for ax in axes.flat:
         _clean_axes(ax)
     fig.colorbar(heat, ax=axes, shrink=0.8, label="reconstruction error per pixel")
+    return fig
+
+
+def plot_explanations(estimator, X, *, n_images=8, cmap="RdBu_r", steps=32, titles=None, fig=None):
+    """Images, their anomaly maps and their explanations, column by column.
+
+    Rows: the images; their :meth:`score_map` (when the estimator has one),
+    as a heat map over the image; and their :meth:`explain` maps, on a
+    diverging colour scale centred on 0 (red: pixels that raised the anomaly
+    score, blue: pixels that lowered it), shared by all columns. Multi-view
+    models show the first view.
+
+    Parameters
+    ----------
+    estimator : fitted ConvAEOneClass, MultiViewConvAEOneClass or TwoStageOneClass
+    X : array-like
+        Images in a layout accepted by the estimator; the first ``n_images``
+        are drawn.
+    n_images : int, default=8
+        Number of columns.
+    cmap : str, default="RdBu_r"
+        Diverging colour map of the explanations.
+    steps : int, default=32
+        Passed to :meth:`explain`.
+    titles : list of str or None, default=None
+        One title per column, such as each image's score.
+    fig : matplotlib Figure or SubFigure or None, default=None
+        Where to draw; ``None`` creates a figure.
+
+    Returns
+    -------
+    fig : matplotlib Figure or SubFigure
+
+    See Also
+    --------
+    plot_anomaly_maps : The anomaly maps alone, for every view.
+    """
+    plt = _pyplot()
+    if not hasattr(estimator, "explain"):
+        raise TypeError(
+            "plot_explanations needs a fitted skocc detector with explain() (ConvAEOneClass, "
+            f"MultiViewConvAEOneClass or TwoStageOneClass); got {type(estimator).__name__}."
+        )
+    X = _head(X, n_images)
+    explanations = estimator.explain(X, steps=steps)  # checks it is fitted
+    network = getattr(estimator, "features_", estimator)
+    images, n_view_axes = _images_as_read(network, X)
+    maps = estimator.score_map(X) if hasattr(estimator, "score_map") else None
+    if n_view_axes:  # the first view
+        explanations = explanations[:, 0]
+        maps = None if maps is None else maps[:, 0]
+    n = len(images)
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"titles needs one entry per image drawn ({n}); got {len(titles)}.")
+    rows = ["image"] + (["anomaly map"] if maps is not None else []) + ["explanation"]
+    fig, axes = _figure(plt, fig, len(rows), n)
+    limit = float(np.abs(explanations).max()) or 1.0
+    shown = None
+    for i in range(n):
+        image = _displayable(images[i, 0])
+        gray = "gray" if image.ndim == 2 else None
+        axes[0, i].imshow(image, cmap=gray)
+        if maps is not None:
+            axes[1, i].imshow(image, cmap=gray)
+            axes[1, i].imshow(maps[i], cmap="inferno", alpha=0.5)
+        shown = axes[-1, i].imshow(explanations[i], cmap=cmap, vmin=-limit, vmax=limit)
+    for row, label in enumerate(rows):
+        axes[row, 0].set_ylabel(label)
+    for i, title in enumerate(titles or []):
+        axes[0, i].set_title(title, fontsize="small")
+    for ax in axes.flat:
+        _clean_axes(ax)
+    fig.colorbar(shown, ax=axes[-1, :], shrink=0.8, label="attribution to the anomaly score")
     return fig

@@ -381,8 +381,35 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         )
         return self._combine(scores)
 
+    def explain(self, X, *, steps=32, baseline="blur"):
+        from ._explain import check_explain_arguments, explain_images
+        from ._score_graph import TwoStageGraph
+
+        check_is_fitted(self)
+        check_explain_arguments(steps, baseline)
+        if type(self.features_) is not SelfSupervisedFeatures:
+            raise TypeError(
+                "explain differentiates skocc's SelfSupervisedFeatures; the model's "
+                f"features_ is {type(self.features_).__module__}."
+                f"{type(self.features_).__qualname__}."
+            )
+        graph = TwoStageGraph(self, self.features_.net_.module_, "channels_first", caller="explain")
+        return explain_images(graph, self.features_, X, steps=steps, baseline=baseline)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.three_d_array = True
         tags.non_deterministic = False
         return tags
+
+
+def _explain_doc():
+    from ._explain import EXPLAIN_DOC
+
+    return EXPLAIN_DOC.replace(
+        "Unlike :meth:`score_map`",
+        "Unlike a map of where the features look unlike the normal ones",
+    )
+
+
+TwoStageOneClass.explain.__doc__ = _explain_doc()

@@ -37,3 +37,13 @@ def fast_estimators():
         GaussianKDE(),
         GaussianDensity(),
     ]
+
+
+def modules_loaded_by(statement, modules):
+    """Which of ``modules`` a fresh interpreter has imported after running ``statement``."""
+    import subprocess
+    import sys
+
+    code = f"import sys; {statement}; print(' '.join(m for m in {tuple(modules)!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.split()

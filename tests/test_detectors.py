@@ -9,6 +9,8 @@ from sklearn.covariance import LedoitWolf
 
 from skocc.detectors import GaussianDensity, GaussianKDE, scaled_gamma
 
+from ._settings import modules_loaded_by
+
 
 # ------------------------------------------------------------ detectors
 def _brute_force_kde(train, query, h):
@@ -92,12 +94,4 @@ def test_gaussian_density_matches_scipy():
 
 
 def test_detectors_need_neither_skorch_nor_the_network_base():
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, skocc.detectors; "
-        "print([m for m in ('skorch', 'skocc.base', 'skocc._engine') if m in sys.modules])"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout
+    assert modules_loaded_by("import skocc.detectors", ["skorch", "skocc.base", "skocc._engine"]) == []

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from skocc import ConvAEOneClass, MultiViewConvAEOneClass, SelfSupervisedFeatures, TwoStageOneClass
+from skocc import (
+    ConvAEOneClass,
+    MultiViewConvAEOneClass,
+    SelfSupervisedFeatures,
+    TwoStageOneClass,
+)
 from skocc.nn.attribution import blurred_baseline, integrated_gradients
 
 SIDE = 16

@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import Subset
 
 from .losses import autoencoder_loss, feature_diversity, nt_xent, rotation_loss
+from .nn.cutpaste import cutpaste_loss
 
 
 #: Accepted values of the ``precision`` parameter and the autocast dtype of each.
@@ -227,18 +228,21 @@ class AutoencoderCriterion(nn.Module):
 class SelfSupervisedCriterion(nn.Module):
     """Per-sample loss of :class:`skocc.nn.SelfSupervisedNet`'s pretext output.
 
-    Rotation: the cross-entropy of every rotated copy; contrastive: NT-Xent of
+    Rotation: the cross-entropy of every rotated copy; CutPaste: the 3-way
+    cross-entropy of every image of the pretext batch; contrastive: NT-Xent of
     every view.
     """
 
-    def __init__(self, temperature: float = 0.2) -> None:
+    def __init__(self, temperature: float = 0.2, pretext: str | None = None) -> None:
         super().__init__()
         self.temperature = temperature
+        self.pretext = pretext
 
     def forward(self, output):
         prediction, targets = output
         if targets is not None:
-            return rotation_loss(prediction, targets)
+            loss = cutpaste_loss if self.pretext == "cutpaste" else rotation_loss
+            return loss(prediction, targets)
         return nt_xent(prediction, self.temperature)
 
 

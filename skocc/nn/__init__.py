@@ -13,6 +13,7 @@ from .autoencoder import (
     SpectralNormalized,
     plan_downsampling,
 )
+from .cutpaste import CutPasteBatch, cutpaste, cutpaste_loss
 from .preprocess import ImagePreprocess
 from .self_supervised import (
     MLPHead,
@@ -27,6 +28,7 @@ __all__ = [
     "ConvAutoencoder",
     "ConvDecoder",
     "ConvEncoder",
+    "CutPasteBatch",
     "ImagePreprocess",
     "MLPHead",
     "MultiViewConvAutoencoder",
@@ -35,6 +37,8 @@ __all__ = [
     "SmallConvEncoder",
     "SpectralNormalized",
     "augment",
+    "cutpaste",
+    "cutpaste_loss",
     "plan_downsampling",
     "rotate",
 ]

@@ -311,16 +311,18 @@ def plot_reconstructions(estimator, X, *, n_images=8, cmap="gray", fig=None):
 def plot_anomaly_maps(
     estimator, X, *, n_images=8, alpha=0.5, cmap="inferno", vmax=None, titles=None, fig=None
 ):
-    """Images with their per-pixel reconstruction error laid over them.
+    """Images with their per-pixel anomaly map laid over them.
 
     One column per image. For every view (one for single-view models) a row of
-    the images and a row of the same images under a heat map of
-    :meth:`~skocc.ConvAEOneClass.score_map` (brighter = more anomalous). All
-    maps share one colour scale, from 0 to ``vmax``, shown by a colour bar.
+    the images and a row of the same images under a heat map of the model's
+    ``score_map`` (brighter = more anomalous): the reconstruction error of
+    :meth:`~skocc.ConvAEOneClass.score_map`, or the feature-map distance of
+    :meth:`~skocc.TwoStageOneClass.score_map`. All maps share one colour
+    scale, from 0 to ``vmax``, shown by a colour bar.
 
     Parameters
     ----------
-    estimator : fitted ConvAEOneClass or MultiViewConvAEOneClass
+    estimator : fitted ConvAEOneClass, MultiViewConvAEOneClass or TwoStageOneClass
     X : array-like
         Images in a layout accepted by the estimator; the first ``n_images``
         are drawn.
@@ -358,12 +360,19 @@ def plot_anomaly_maps(
     11
     """
     plt = _pyplot()
-    _check_autoencoder(estimator, "score_map", "plot_anomaly_maps")
     X = _head(X, n_images)
-    n_view_axes = estimator._n_view_axes
-    maps = estimator.score_map(X)  # checks it is fitted
-    maps = maps if n_view_axes else maps[:, None]
-    images = _with_view_axis(estimator._validate_images(X, reset=False), n_view_axes)
+    if hasattr(estimator, "score_map") and hasattr(estimator, "features_"):
+        # A two-stage model: its features read the images' layout.
+        maps = estimator.score_map(X)[:, None]
+        images = estimator.features_._validate_images(X, reset=False)[:, None]
+        label = "anomaly score per pixel (Mahalanobis distance)"
+    else:
+        _check_autoencoder(estimator, "score_map", "plot_anomaly_maps")
+        n_view_axes = estimator._n_view_axes
+        maps = estimator.score_map(X)  # checks it is fitted
+        maps = maps if n_view_axes else maps[:, None]
+        images = _with_view_axis(estimator._validate_images(X, reset=False), n_view_axes)
+        label = "reconstruction error per pixel"
     n, n_views = images.shape[:2]
     if titles is not None and len(titles) != n:
         raise ValueError(f"titles needs one entry per image drawn ({n}); got {len(titles)}.")
@@ -386,5 +395,5 @@ def plot_anomaly_maps(
         axes[0, i].set_title(title, fontsize="small")
     for ax in axes.flat:
         _clean_axes(ax)
-    fig.colorbar(heat, ax=axes, shrink=0.8, label="reconstruction error per pixel")
+    fig.colorbar(heat, ax=axes, shrink=0.8, label=label)
     return fig

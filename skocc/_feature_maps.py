@@ -12,9 +12,30 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.covariance import ledoit_wolf
-
 MAP_DENSITIES = ("location", "shared")
+
+
+def ledoit_wolf_batched(X):
+    """Ledoit-Wolf covariances of ``L`` centred samples at once: ``X`` (L, n, d) -> (L, d, d).
+
+    scikit-learn's :func:`~sklearn.covariance.ledoit_wolf` formula, one
+    shrinkage per ``X[l]``, without a Python loop over the ``L`` locations (and
+    without its warning for a single sample, whose covariance is 0).
+    """
+    _, n, d = X.shape
+    emp_cov = np.einsum("lni,lnj->lij", X, X) / n
+    X2 = X**2
+    trace = X2.sum(axis=(1, 2)) / n
+    mu = trace / d
+    beta_ = np.einsum("lni,lnj->l", X2, X2)
+    delta_ = (emp_cov**2).sum(axis=(1, 2))
+    beta = (beta_ / n - delta_) / (d * n)
+    delta = (delta_ - 2 * mu * trace + d * mu**2) / d
+    beta = np.minimum(beta, delta)
+    shrinkage = np.divide(beta, delta, out=np.zeros_like(beta), where=delta > 0)
+    shrunk = (1 - shrinkage)[:, None, None] * emp_cov
+    shrunk += (shrinkage * mu)[:, None, None] * np.eye(d)
+    return shrunk
 
 
 def fit_map_density(maps, kind):
@@ -23,7 +44,8 @@ def fit_map_density(maps, kind):
     Returns ``(mean, precision)`` of shapes ``(L, d)`` and ``(L, d, d)``,
     float64, with ``L = h * w`` for ``"location"`` and 1 for ``"shared"``.
     Covariances are shrunk by Ledoit and Wolf's rule, so that they are
-    invertible even with fewer images than features.
+    invertible even with fewer images than features, plus a ridge of
+    ``1e-10 * max(trace, 1)`` for degenerate ones.
     """
     maps = np.asarray(maps, dtype=np.float64)
     n, d, h, w = maps.shape
@@ -33,7 +55,12 @@ def fit_map_density(maps, kind):
     elif kind != "location":
         raise ValueError(f"map_density must be one of {MAP_DENSITIES} or None; got {kind!r}.")
     mean = vectors.mean(axis=1)
-    covariances = np.stack([ledoit_wolf(v, assume_centered=False)[0] for v in vectors])
+    covariances = ledoit_wolf_batched(vectors - mean[:, None, :])
+    # Channels that never fire (ReLU) at a location, or a single training
+    # image, give a singular covariance: the ridge of GaussianDensity keeps
+    # it invertible.
+    scale = np.maximum(np.trace(covariances, axis1=1, axis2=2), 1.0)
+    covariances += 1e-10 * scale[:, None, None] * np.eye(d)
     return mean, np.linalg.inv(covariances)
 
 

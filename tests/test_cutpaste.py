@@ -273,3 +273,27 @@ def test_plot_anomaly_maps_draws_two_stage_maps(two_stage):
         np.testing.assert_array_equal(heat, two_stage.score_map(X)[0])
     finally:
         plt.close(fig)
+
+
+def test_map_density_is_finite_for_one_image_and_dead_channels():
+    from skocc._feature_maps import fit_map_density, mahalanobis_maps
+
+    maps = np.random.RandomState(0).rand(1, 4, 3, 3)
+    maps[:, 2] = 0.0  # a channel that never fires
+    for kind in ("location", "shared"):
+        mean, precision = fit_map_density(maps, kind)
+        assert np.all(np.isfinite(precision))
+        out = mahalanobis_maps(maps, mean, precision, (6, 6))
+        assert out.shape == (1, 6, 6) and np.all(np.isfinite(out))
+
+
+def test_batched_ledoit_wolf_matches_scikit_learn():
+    from sklearn.covariance import ledoit_wolf
+
+    from skocc._feature_maps import ledoit_wolf_batched
+
+    for n in (20, 4):  # more samples than features, and fewer
+        X = np.random.RandomState(n).standard_normal((3, n, 6)) * [1, 2, 3, 1, 1, 5]
+        X -= X.mean(axis=1, keepdims=True)
+        for got, x in zip(ledoit_wolf_batched(X), X):
+            np.testing.assert_allclose(got, ledoit_wolf(x, assume_centered=True)[0], rtol=1e-10)

@@ -12,6 +12,11 @@ Localization: synthetic defects with known masks pasted into the held-out
 functional cells of the pooled task (a dark elliptical blob, or a patch of
 another held-out cell turned by 90 degrees); pixel AUROC of ``score_map``.
 
+Heads (``--parts heads``, exploratory): one cutpaste network per seed, task and
+``normalize`` (None, "image"), its first and last training loss, and the
+AUROC of several second stages on it (Gaussian and KDE on the encoder's pooled
+features, Gaussian on the head's).
+
 Resolution: one epoch of ``SelfSupervisedFeatures(pretext="cutpaste")`` on 64
 cells at 64, 128 and 256 pixels, median of 3 runs, each in a fresh process
 (how much its peak resident memory grew during ``fit``).
@@ -136,6 +141,36 @@ def run_image(X, proba, kind, args, epochs):
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     return rows, fitted
+
+
+def run_heads(X, proba, kind, args, epochs):
+    """Exploration: one cutpaste network per setting, several second stages on it."""
+    rows = []
+    for seed in args.seeds:
+        for task in args.tasks:
+            train, test, normal = split(proba, kind, task, seed)
+            for normalize in (None, "image"):
+                features = SelfSupervisedFeatures(
+                    pretext="cutpaste", max_epochs=epochs["cutpaste"], normalize=normalize,
+                    device="cpu", random_state=seed,
+                ).fit(X[train])
+                losses = features.net_.history[:, "train_loss"]
+                row = dict(task=task, seed=seed, normalize=normalize,
+                           loss_first=float(losses[0]), loss_last=float(losses[-1]))
+                frozen = FrozenEstimator(features)
+                for label, detector, layer in (
+                    ("gde", "gde", "encoder"), ("kde", "kde", "encoder"), ("gde head", "gde", "head"),
+                ):
+                    frozen.estimator.set_params(feature_layer=layer)
+                    model = TwoStageOneClass(
+                        frozen, detector, rotation_ensemble=False, calibration="train",
+                        map_density=None,
+                    ).fit(X[train])
+                    row[label] = float(roc_auc_score(normal, model.score_samples(X[test])))
+                frozen.estimator.set_params(feature_layer="encoder")
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return rows
 
 
 def synthetic_defects(X, seed):
@@ -292,6 +327,7 @@ def main():
     print(environment_line(env), flush=True)
     X, proba, kind = load_elpv(args.data, args.size)
     image_rows, loc_rows, res_rows, fitted = [], [], [], {}
+    head_rows = run_heads(X, proba, kind, args, epochs) if "heads" in args.parts else []
     if "image" in args.parts or "localization" in args.parts:
         image_rows, fitted = run_image(X, proba, kind, args, epochs)
     if "localization" in args.parts:
@@ -301,7 +337,7 @@ def main():
     out = REPO_ROOT / "benchmarks" / "results" / f"{args.out}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(dict(environment=env, image=image_rows, localization=loc_rows,
-                                   resolution=res_rows), indent=1))
+                                   resolution=res_rows, heads=head_rows), indent=1))
     print_tables(image_rows, loc_rows, res_rows)
     print(f"\nwrote {out}")
 

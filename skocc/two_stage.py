@@ -106,6 +106,17 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         epochs).
         Needs :class:`SelfSupervisedFeatures` (set False for other
         features).
+    map_density : {"location", "shared"} or None, default="location"
+        The Gaussian behind :meth:`score_map`, fitted on the features'
+        spatial maps (:meth:`SelfSupervisedFeatures.feature_maps`) of the
+        training images: ``"location"``, one mean and Ledoit-Wolf-shrunk
+        covariance per location of the map (as PaDiM); ``"shared"``, one for
+        all locations (position-invariant, for textures without layout).
+        ``"location"`` keeps ``n_locations * n_channels**2`` float64 values
+        (33 MB for a 32 x 32 grid of 64 channels). None: no map (``fit``
+        skips the extra pass over the training images, and ``score_map``
+        raises). Needs :class:`SelfSupervisedFeatures`;
+        other features get no map.
     contamination : float, default=0.05
         The share of new normal images that ``predict`` may flag -1, in
         (0, 0.5]; sets ``offset_`` (see ``calibration``).
@@ -121,17 +132,6 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         fitted (a :class:`~sklearn.frozen.FrozenEstimator`), the network has
         seen the held-out images, and only the detector is calibrated
         honestly: call :meth:`calibrate` with images the network never saw.
-    map_density : {"location", "shared"} or None, default="location"
-        The Gaussian behind :meth:`score_map`, fitted on the features'
-        spatial maps (:meth:`SelfSupervisedFeatures.feature_maps`) of the
-        training images: ``"location"``, one mean and Ledoit-Wolf-shrunk
-        covariance per location of the map (as PaDiM); ``"shared"``, one for
-        all locations (position-invariant, for textures without layout).
-        ``"location"`` keeps ``n_locations * n_channels**2`` float64 values
-        (33 MB for a 32 x 32 grid of 64 channels). None: no map (``fit``
-        skips the extra pass over the training images, and ``score_map``
-        raises). Needs :class:`SelfSupervisedFeatures`;
-        other features get no map.
     calibration_size : float, default=0.2
         Share of the images held out for ``"holdout"``, in (0, 0.5], at least
         ``ceil(1 / contamination - 1)``; with fewer than twice that many

@@ -268,7 +268,7 @@ def print_tables(image_rows, loc_rows, res_rows):
         for model, task in keys:
             rs = [r for r in image_rows if r["model"] == model and r["task"] == task]
 
-            def ms(key):
+            def ms(key, rs=rs):
                 v = [r[key] for r in rs if key in r]
                 if not v:
                     return "n/a"

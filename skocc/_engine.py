@@ -22,7 +22,6 @@ from torch.utils.data import Subset
 from .losses import autoencoder_loss, feature_diversity, nt_xent, rotation_loss
 from .nn.cutpaste import cutpaste_loss
 
-
 #: Accepted values of the ``precision`` parameter and the autocast dtype of each.
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 MAP_DENSITIES = ("location", "shared")
 
 

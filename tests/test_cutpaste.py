@@ -10,7 +10,7 @@ from scipy.ndimage import binary_dilation
 from sklearn.utils._param_validation import InvalidParameterError
 
 import skocc
-from skocc import SelfSupervisedFeatures, TwoStageOneClass
+from skocc import TwoStageOneClass
 from skocc.nn import SelfSupervisedNet, SmallConvEncoder, cutpaste
 from skocc.nn.cutpaste import CUT_PASTE, NORMAL, SCAR, scar_size
 from skocc.nn.self_supervised import ResNet18Encoder
@@ -72,7 +72,7 @@ def test_cut_paste_without_jitter_copies_a_block_of_the_same_image():
 def test_scar_geometry(channels):
     x, out = _batch(n=32, c=channels, side=64)
     n = len(x)
-    (w_lo, w_hi), (l_lo, l_hi) = scar_size(64)
+    (_, w_hi), (_, l_hi) = scar_size(64)
     for i in range(n):
         mask = out.masks[2 * n + i]
         top, left, h, w = out.boxes[2 * n + i].tolist()

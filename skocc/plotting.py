@@ -319,16 +319,18 @@ def plot_reconstructions(estimator, X, *, n_images=8, cmap="gray", fig=None):
 def plot_anomaly_maps(
     estimator, X, *, n_images=8, alpha=0.5, cmap="inferno", vmax=None, titles=None, fig=None
 ):
-    """Images with their per-pixel reconstruction error laid over them.
+    """Images with their per-pixel anomaly map laid over them.
 
     One column per image. For every view (one for single-view models) a row of
-    the images and a row of the same images under a heat map of
-    :meth:`~skocc.ConvAEOneClass.score_map` (brighter = more anomalous). All
-    maps share one colour scale, from 0 to ``vmax``, shown by a colour bar.
+    the images and a row of the same images under a heat map of the model's
+    ``score_map`` (brighter = more anomalous): the reconstruction error of
+    :meth:`~skocc.ConvAEOneClass.score_map`, or the feature-map distance of
+    :meth:`~skocc.TwoStageOneClass.score_map`. All maps share one colour
+    scale, from 0 to ``vmax``, shown by a colour bar.
 
     Parameters
     ----------
-    estimator : fitted ConvAEOneClass or MultiViewConvAEOneClass
+    estimator : fitted ConvAEOneClass, MultiViewConvAEOneClass or TwoStageOneClass
     X : array-like
         Images in a layout accepted by the estimator; the first ``n_images``
         are drawn.
@@ -366,11 +368,19 @@ def plot_anomaly_maps(
     11
     """
     plt = _pyplot()
-    _check_autoencoder(estimator, "score_map", "plot_anomaly_maps")
     X = _head(X, n_images)
+    two_stage = hasattr(estimator, "score_map") and hasattr(estimator, "features_")
+    if not two_stage:
+        _check_autoencoder(estimator, "score_map", "plot_anomaly_maps")
     maps = estimator.score_map(X)  # checks it is fitted
-    images, n_view_axes = _images_as_read(estimator, X)
+    # A two-stage model's features read the images' layout.
+    images, n_view_axes = _images_as_read(estimator.features_ if two_stage else estimator, X)
     maps = maps if n_view_axes else maps[:, None]
+    label = (
+        "anomaly score per pixel (Mahalanobis distance)"
+        if two_stage
+        else "reconstruction error per pixel"
+    )
     n, n_views = images.shape[:2]
     if titles is not None and len(titles) != n:
         raise ValueError(f"titles needs one entry per image drawn ({n}); got {len(titles)}.")
@@ -393,7 +403,7 @@ def plot_anomaly_maps(
         axes[0, i].set_title(title, fontsize="small")
     for ax in axes.flat:
         _clean_axes(ax)
-    fig.colorbar(heat, ax=axes, shrink=0.8, label="reconstruction error per pixel")
+    fig.colorbar(heat, ax=axes, shrink=0.8, label=label)
     return fig
 
 

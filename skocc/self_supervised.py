@@ -62,6 +62,13 @@ class SelfSupervisedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
       instances, so the representation separates rotated copies from the
       normal distribution. Sohn et al.'s best setting on semantic benchmarks,
       with small batches (32 here).
+    - ``"cutpaste"``: CutPaste (Li et al., 3-way): a classifier (the MLP head)
+      tells normal images from copies with a rectangle cut and pasted
+      elsewhere in the same image, and copies with a thin rotated "scar"
+      pasted likewise (geometry: :func:`skocc.nn.cutpaste`). Every batch of
+      ``n`` images trains on ``3 n``. Made for surface inspection, where
+      anomalies are local defects of a texture rather than other objects;
+      ``crop_scale``, ``flip`` and ``jitter`` do not apply.
 
     The augmentations are skocc's own few lines of torch rather than kornia:
     kornia's colour jitter refused 1-channel images, its import took 3 s, and
@@ -69,7 +76,7 @@ class SelfSupervisedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
 
     Parameters
     ----------
-    pretext : {"rotation", "contrastive", "contrastive_da"}, default="contrastive_da"
+    pretext : {"rotation", "contrastive", "contrastive_da", "cutpaste"}, default="contrastive_da"
         Pretext task (above). The default was the best on the digits and MNIST
         (:doc:`/benchmarks`); ``"rotation"`` was as good on the digits at a
         third of the training time, and lower on MNIST.
@@ -86,8 +93,8 @@ class SelfSupervisedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         output) and of the contrastive projection.
     feature_layer : {"encoder", "head"}, default="encoder"
         ``"encoder"``: the globally pooled encoder output (Sohn et al.'s
-        choice); ``"head"``: the head's last hidden layer (rotation) or the
-        projection (contrastive). Read at ``transform`` time.
+        choice); ``"head"``: the head's last hidden layer (rotation,
+        cutpaste) or the projection (contrastive). Read at ``transform`` time.
     temperature : float, default=0.2
         Temperature of NT-Xent (contrastive pretexts only).
     crop_scale : tuple of (float, float), default=(0.5, 1.0)
@@ -147,6 +154,9 @@ class SelfSupervisedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     .. [3] T. Chen, S. Kornblith, M. Norouzi and G. Hinton, "A Simple
        Framework for Contrastive Learning of Visual Representations", ICML
        2020.
+    .. [4] C.-L. Li, K. Sohn, J. Yoon and T. Pfister, "CutPaste:
+       Self-Supervised Learning for Anomaly Detection and Localization", CVPR
+       2021.
 
     Examples
     --------
@@ -244,6 +254,7 @@ class SelfSupervisedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             **{f"module__{key}": value for key, value in module_kwargs.items()},
             criterion=SelfSupervisedObjective,
             criterion__temperature=self.temperature,
+            criterion__pretext=self.pretext,
         )
 
     def transform(self, X):
@@ -262,6 +273,29 @@ class SelfSupervisedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             ``feature_layer="encoder"``, the head's with ``"head"``.
         """
         return self.transform_rotated(X)
+
+    def feature_maps(self, X):
+        """Spatial features of the images: the encoder's activations before pooling.
+
+        One feature vector per location of a grid coarser than the images
+        (for the ``"small"`` encoder, a quarter of the network's input side
+        when that is at least 16 pixels), not normalised.
+        :meth:`TwoStageOneClass.score_map` fits its densities on these.
+
+        Parameters
+        ----------
+        X : array-like
+            Images in a layout accepted by ``fit``, of the shape seen in ``fit``.
+
+        Returns
+        -------
+        maps : ndarray of shape (n_samples, n_channels, h, w), dtype float32
+            ``n_channels`` is the encoder's width (that of ``transform`` with
+            ``feature_layer="encoder"``).
+        """
+        check_is_fitted(self)
+        images = self._validate_images(X, reset=False)
+        return self._map_batches(images, lambda module, xb: module.feature_map(xb), dtype=torch.float32)
 
     def transform_rotated(self, X, quarter_turns=0):
         """Features of the images rotated by ``quarter_turns`` times 90 degrees.

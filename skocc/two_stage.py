@@ -13,6 +13,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._constraints import StrictInterval
+from ._feature_maps import MAP_DENSITIES, fit_map_density, mahalanobis_maps
 from ._outlier import (
     THRESHOLD_CONSTRAINTS,
     OutlierContractMixin,
@@ -113,6 +114,17 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         MNIST benchmarks (:doc:`/benchmarks`).
         Needs :class:`SelfSupervisedFeatures` (set False for other
         features).
+    map_density : {"location", "shared"} or None, default="location"
+        The Gaussian behind :meth:`score_map`, fitted on the features'
+        spatial maps (:meth:`SelfSupervisedFeatures.feature_maps`) of the
+        training images: ``"location"``, one mean and Ledoit-Wolf-shrunk
+        covariance per location of the map (as PaDiM); ``"shared"``, one for
+        all locations (position-invariant, for textures without layout).
+        ``"location"`` keeps ``n_locations * n_channels**2`` float64 values
+        (33 MB for a 32 x 32 grid of 64 channels). None: no map (``fit``
+        skips the extra pass over the training images, and ``score_map``
+        raises). Needs :class:`SelfSupervisedFeatures`;
+        other features get no map.
     contamination : float, default=0.05
         The share of new normal images that ``predict`` may flag -1, in
         (0, 0.5]; sets ``offset_`` (see ``calibration``).
@@ -162,6 +174,12 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         Sorted scores of the images ``offset_`` was set from (held out, given
         to ``calibrate``, or the training images with ``calibration="train"``):
         the reference of ``pvalues``.
+    map_mean_ : ndarray of shape (n_locations, n_channels)
+        Mean feature vector of every location of the spatial map
+        (``n_locations`` is 1 with ``map_density="shared"``); absent with
+        ``map_density=None`` or features without spatial maps.
+    map_precision_ : ndarray of shape (n_locations, n_channels, n_channels)
+        Inverse of the shrunk covariance of every location.
     n_features_in_ : int
         Number of values per sample seen in ``fit``.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -200,6 +218,7 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         "detector": [StrOptions(set(DETECTORS)), HasMethods(["fit", "score_samples"])],
         "gamma": [StrictInterval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "rotation_ensemble": ["boolean"],
+        "map_density": [StrOptions(set(MAP_DENSITIES)), None],
         **THRESHOLD_CONSTRAINTS,
         "random_state": ["random_state"],
     }
@@ -218,6 +237,7 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         *,
         gamma="auto",
         rotation_ensemble=True,
+        map_density="location",
         contamination=0.05,
         calibration="holdout",
         calibration_size=0.2,
@@ -227,6 +247,7 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         self.detector = detector
         self.gamma = gamma
         self.rotation_ensemble = rotation_ensemble
+        self.map_density = map_density
         self.contamination = contamination
         self.calibration = calibration
         self.calibration_size = calibration_size
@@ -295,6 +316,10 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
         self.detector_ = detectors[0]
         self.gamma_ = gammas[0]
         self.score_mean_, self.score_std_ = standardisation(scores)
+        if self.map_density is not None and hasattr(features, "feature_maps"):
+            self.map_mean_, self.map_precision_ = fit_map_density(
+                features.feature_maps(X), self.map_density
+            )
         for attr in ("n_features_in_", "feature_names_in_"):
             if hasattr(features, attr):
                 setattr(self, attr, getattr(features, attr))
@@ -380,6 +405,43 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
             axis=1,
         )
         return self._combine(scores)
+
+    def score_map(self, X):
+        """Per-pixel anomaly map: where an image looks anomalous.
+
+        At every location of the features' spatial map
+        (:meth:`SelfSupervisedFeatures.feature_maps`), the Mahalanobis
+        distance of the image's feature vector to the Gaussian of
+        ``map_density`` fitted on the training images; resized bilinearly
+        from the map's grid to the resolution of ``X``. The same sign and
+        shape as :meth:`skocc.ConvAEOneClass.score_map`.
+
+        Parameters
+        ----------
+        X : array-like
+            Images in a layout accepted by ``fit``.
+
+        Returns
+        -------
+        maps : ndarray of shape (n_samples, H, W), dtype float32
+            Higher = more anomalous; ``H, W`` the images' size.
+
+        See Also
+        --------
+        skocc.plotting.plot_anomaly_maps : The maps over the images.
+        """
+        check_is_fitted(self)
+        if not hasattr(self, "map_mean_"):
+            raise ValueError(
+                "score_map needs a model fitted with map_density in "
+                f"{MAP_DENSITIES} and SelfSupervisedFeatures as features; this one has "
+                f"map_density={self.map_density!r} and features "
+                f"{type(self.features_).__name__}."
+            )
+        size = tuple(self.features_.image_shape_[-2:])
+        return mahalanobis_maps(
+            self.features_.feature_maps(X), self.map_mean_, self.map_precision_, size
+        )
 
     def explain(self, X, *, steps=32, baseline="blur"):
         from ._explain import check_explain_arguments, explain_images

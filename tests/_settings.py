@@ -31,6 +31,7 @@ def fast_estimators():
         MultiViewConvAEOneClass(**FAST),
         fast_features(),
         fast_features(pretext="contrastive_da"),
+        fast_features(pretext="cutpaste"),
         TwoStageOneClass(fast_features()),  # gde with the rotation ensemble
         TwoStageOneClass(fast_features(), detector="kde", rotation_ensemble=False),
         TwoStageOneClass(fast_features(), detector="ocsvm", rotation_ensemble=False),

@@ -13,6 +13,7 @@ from .autoencoder import (
     SpectralNormalized,
     plan_downsampling,
 )
+from .cutpaste import CutPasteBatch, cutpaste, cutpaste_loss
 from .objectives import (
     AutoencoderObjective,
     MultiViewAutoencoderObjective,
@@ -33,6 +34,7 @@ __all__ = [
     "ConvAutoencoder",
     "ConvDecoder",
     "ConvEncoder",
+    "CutPasteBatch",
     "ImagePreprocess",
     "MLPHead",
     "MultiViewAutoencoderObjective",
@@ -43,6 +45,8 @@ __all__ = [
     "SmallConvEncoder",
     "SpectralNormalized",
     "augment",
+    "cutpaste",
+    "cutpaste_loss",
     "plan_downsampling",
     "rotate",
 ]

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cutpaste import cutpaste_loss
 from .losses import (
     feature_diversity,
     latent_norm,
@@ -138,23 +139,30 @@ class MultiViewAutoencoderObjective(AutoencoderObjective):
 class SelfSupervisedObjective(nn.Module):
     """Per-sample pretext loss of :class:`skocc.nn.SelfSupervisedNet`'s output.
 
-    Rotation: the cross-entropy of every rotated copy; contrastive: NT-Xent of
+    Rotation: the cross-entropy of every rotated copy; CutPaste: the 3-way
+    cross-entropy of every image of the pretext batch; contrastive: NT-Xent of
     every view.
 
     Parameters
     ----------
     temperature : float, default=0.2
         Temperature of NT-Xent.
+    pretext : str or None, default=None
+        ``"cutpaste"`` scores the classifier's output with
+        :func:`skocc.nn.cutpaste.cutpaste_loss`; other classifying pretexts
+        with :func:`~skocc.nn.losses.rotation_loss`.
     """
 
-    def __init__(self, temperature: float = 0.2) -> None:
+    def __init__(self, temperature: float = 0.2, pretext: str | None = None) -> None:
         super().__init__()
         self.temperature = temperature
+        self.pretext = pretext
 
     def forward(self, output) -> torch.Tensor:
         prediction, targets = output
         if targets is not None:
-            return rotation_loss(prediction, targets)
+            loss = cutpaste_loss if self.pretext == "cutpaste" else rotation_loss
+            return loss(prediction, targets)
         return nt_xent(prediction, self.temperature)
 
 

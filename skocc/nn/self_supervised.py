@@ -14,9 +14,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .autoencoder import plan_downsampling
+from .cutpaste import cutpaste
 from .preprocess import ImagePreprocess
 
-PRETEXTS = ("rotation", "contrastive", "contrastive_da")
+PRETEXTS = ("rotation", "contrastive", "contrastive_da", "cutpaste")
+#: Pretexts that classify: an MLP head with two hidden layers and one logit per class.
+CLASSIFIER_PRETEXTS = {"rotation": 4, "cutpaste": 3}
 ENCODERS = ("small", "resnet18")
 FEATURE_LAYERS = ("encoder", "head")
 
@@ -61,8 +64,12 @@ class SmallConvEncoder(nn.Module):
         self.features = nn.Sequential(*layers)
         self.out_features = widths[-1]
 
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The last level's activations before pooling, ``(n, 4 * width, h, w)``."""
+        return self.features(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).mean(dim=(-2, -1))
+        return self.feature_map(x).mean(dim=(-2, -1))
 
 
 class _BasicBlock(nn.Module):
@@ -116,8 +123,12 @@ class ResNet18Encoder(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.out_features = c_in
 
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's activations before pooling, ``(n, 8 * width, h, w)``."""
+        return self.blocks(self.stem(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.stem(x)).mean(dim=(-2, -1))
+        return self.feature_map(x).mean(dim=(-2, -1))
 
 
 def make_encoder(name: str, in_channels: int, side: int, width: int | None = None) -> nn.Module:
@@ -254,7 +265,11 @@ class SelfSupervisedNet(nn.Module):
       augmented views of every image, ``z[i]`` and ``z[i + m]`` a positive pair
       (``m`` the number of instances);
     - ``"contrastive_da"``: the same with distribution augmentation: the four
-      rotations of every image are distinct instances (``m = 4 n``).
+      rotations of every image are distinct instances (``m = 4 n``);
+    - ``"cutpaste"``: ``(logits, labels)``: the head's 3-way prediction for
+      the ``3 n`` images of :func:`skocc.nn.cutpaste.cutpaste` (normal,
+      cut-paste, scar), drawn from torch's global generator (which skocc
+      seeds and forks around training).
 
     ``features(x, layer)`` returns L2-normalised representations of
     unaugmented images.
@@ -263,7 +278,7 @@ class SelfSupervisedNet(nn.Module):
     ----------
     input_shape : tuple (C, H, W)
         Shape after ``preprocess``.
-    pretext : {"rotation", "contrastive", "contrastive_da"}
+    pretext : {"rotation", "contrastive", "contrastive_da", "cutpaste"}
     encoder : {"small", "resnet18"}
     width : int or None
         Width of the encoder's first level (None: 16 for "small", 64 for
@@ -296,8 +311,9 @@ class SelfSupervisedNet(nn.Module):
         self.preprocess = preprocess if preprocess is not None else ImagePreprocess()
         self.encoder = make_encoder(encoder, c, min(h, w), width)
         d = self.encoder.out_features
-        out = 4 if pretext == "rotation" else head_dim
-        self.head = MLPHead(d, head_dim, out, n_hidden=2 if pretext == "rotation" else 1)
+        classes = CLASSIFIER_PRETEXTS.get(pretext)
+        out = head_dim if classes is None else classes
+        self.head = MLPHead(d, head_dim, out, n_hidden=1 if classes is None else 2)
         self.crop_scale = tuple(float(s) for s in crop_scale)
         self.flip = bool(flip)
         self.jitter = float(jitter)
@@ -306,7 +322,9 @@ class SelfSupervisedNet(nn.Module):
         return self.encoder.out_features if layer == "encoder" else self._head_feature_dim()
 
     def _head_feature_dim(self) -> int:
-        return self.head.hidden_features if self.pretext == "rotation" else self.head.out.out_features
+        if self.pretext in CLASSIFIER_PRETEXTS:
+            return self.head.hidden_features
+        return self.head.out.out_features
 
     def forward(self, x: torch.Tensor):
         x = self.preprocess(x)
@@ -315,6 +333,9 @@ class SelfSupervisedNet(nn.Module):
             logits = _forward_by_shape(lambda b: self.head(self.encoder(b)), rotated)
             targets = torch.arange(4, device=x.device).repeat_interleave(x.shape[0])
             return logits, targets
+        if self.pretext == "cutpaste":
+            batch = cutpaste(x)
+            return self.head(self.encoder(batch.images)), batch.labels
         instances = [rotate(x, k) for k in range(4)] if self.pretext == "contrastive_da" else [x]
 
         def project(b):
@@ -331,7 +352,11 @@ class SelfSupervisedNet(nn.Module):
         """
         h = self.encoder(rotate(self.preprocess(x), quarter_turns))
         if layer == "head":
-            h = self.head.hidden(h) if self.pretext == "rotation" else self.head(h)
+            h = self.head.hidden(h) if self.pretext in CLASSIFIER_PRETEXTS else self.head(h)
         elif layer != "encoder":
             raise ValueError(f"layer must be one of {FEATURE_LAYERS}; got {layer!r}.")
         return F.normalize(h, dim=1)
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's spatial activations before pooling, ``(n, d, h, w)``, not normalised."""
+        return self.encoder.feature_map(self.preprocess(x))

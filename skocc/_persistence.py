@@ -196,6 +196,15 @@ def _params_to_json(estimator):
         params["net_params"] = _net_params_to_json_safe(params["net_params"])
     encoded = {}
     for key, value in params.items():
+        if isinstance(value, torch.nn.Module):
+            raise TypeError(
+                f"skocc.save cannot store the parameter {key} of {name}: it is your own "
+                f"torch module ({type(value).__qualname__}). A skocc file rebuilds every "
+                "network from JSON parameters so that loading runs no code, and a module's "
+                "architecture is code. Save the model with joblib (load such files only if "
+                "you trust them), or save the weights with torch.save(model.net_.module_."
+                "state_dict(), path) and rebuild the module yourself before loading them."
+            )
         try:
             encoded[key] = _encode(value)
         except _NotJSON as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from numbers import Integral, Real
 
 import numpy as np
@@ -80,17 +81,32 @@ class SelfSupervisedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         Pretext task (above). The default was the best on the digits and MNIST
         (:doc:`/benchmarks`); ``"rotation"`` was as good on the digits at a
         third of the training time, and lower on MNIST.
-    encoder : {"small", "resnet18"}, default="small"
+    encoder : {"small", "resnet18"} or torch.nn.Module, default="small"
         ``"small"``: three levels of two 3 x 3 convolutions with batch norm
         (:class:`skocc.nn.SmallConvEncoder`), fast on a CPU.
         ``"resnet18"``: ResNet-18 for small images (3 x 3 stem, no max-pool;
         :class:`skocc.nn.ResNet18Encoder`), for a GPU.
+        A module: your own network (torchvision, timm or yours, with the
+        weights you loaded), mapping a float batch ``(n, C, H, W)`` (after
+        ``resolution`` and ``normalize``; ``uint8`` images scaled to [0, 1])
+        to a spatial feature map ``(n, d, h, w)``, whose global average
+        gives the features (:class:`skocc.nn.ModuleEncoder`). ``fit`` trains
+        a deep copy; the module you pass is never changed. ``clone`` (and so
+        ``GridSearchCV``) deep-copies it with its weights. :func:`skocc.save`
+        refuses such a model: use joblib, from trusted files only.
+        ``width`` is ignored.
     width : int or None, default=None
         Channels of the encoder's first level; None: 16 for ``"small"`` (64
         features), 64 for ``"resnet18"`` (512 features).
     head_dim : int, default=128
         Width of the head's hidden layers (rotation: two, before the 4-way
         output) and of the contrastive projection.
+    freeze_encoder : bool, default=False
+        Keep the encoder's weights as they are (no gradient reaches them,
+        and a user module stays in eval mode, its batch-norm statistics
+        unchanged): the features of ``feature_layer="encoder"`` are then
+        those of the encoder as given, and the pretext trains only the
+        head. Meant for a pretrained module of your own.
     feature_layer : {"encoder", "head"}, default="encoder"
         ``"encoder"``: the globally pooled encoder output (Sohn et al.'s
         choice); ``"head"``: the head's last hidden layer (rotation,
@@ -172,7 +188,8 @@ class SelfSupervisedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     _parameter_constraints: dict = {
         **BaseDeepImageModel._parameter_constraints,
         "pretext": [StrOptions(set(PRETEXTS))],
-        "encoder": [StrOptions(set(ENCODERS))],
+        "encoder": [StrOptions(set(ENCODERS)), torch.nn.Module],
+        "freeze_encoder": ["boolean"],
         "width": [StrictInterval(Integral, 1, None, closed="left"), None],
         "head_dim": [StrictInterval(Integral, 1, None, closed="left")],
         "feature_layer": [StrOptions(set(FEATURE_LAYERS))],
@@ -189,6 +206,7 @@ class SelfSupervisedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         encoder="small",
         width=None,
         head_dim=128,
+        freeze_encoder=False,
         feature_layer="encoder",
         temperature=0.2,
         crop_scale=(0.5, 1.0),
@@ -213,6 +231,7 @@ class SelfSupervisedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         self.pretext = pretext
         self.encoder = encoder
         self.width = width
+        self.freeze_encoder = freeze_encoder
         self.head_dim = head_dim
         self.feature_layer = feature_layer
         self.temperature = temperature
@@ -236,17 +255,29 @@ class SelfSupervisedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         self.net_params = net_params
 
     def _build_net_params(self):
+        if self.freeze_encoder and not isinstance(self.encoder, torch.nn.Module):
+            raise ValueError(
+                "freeze_encoder=True keeps an encoder's weights as given, which needs your own "
+                f"module as encoder; encoder={self.encoder!r} would stay at its random "
+                "initialisation."
+            )
         size = None if self.resolution is None else (self.resolution, self.resolution)
         module_kwargs = dict(
             input_shape=self.input_shape_,
             pretext=self.pretext,
-            encoder=self.encoder,
+            # A user's module is copied, so that training never changes the one passed.
+            encoder=(
+                copy.deepcopy(self.encoder)
+                if isinstance(self.encoder, torch.nn.Module)
+                else self.encoder
+            ),
             width=self.width,
             head_dim=self.head_dim,
             preprocess=ImagePreprocess(size=size, normalize=self.normalize),
             crop_scale=_check_crop_scale(self.crop_scale),
             flip=self.flip,
             jitter=self.jitter,
+            freeze_encoder=self.freeze_encoder,
         )
         return dict(
             net_class=OneClassNet,
@@ -256,6 +287,13 @@ class SelfSupervisedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             criterion__temperature=self.temperature,
             criterion__pretext=self.pretext,
         )
+
+    def _check_training_memory(self, images):
+        # A user's module holds real weights, so it cannot be traced on the
+        # meta device; its memory is the user's to know.
+        if isinstance(self.encoder, torch.nn.Module):
+            return
+        super()._check_training_memory(images)
 
     def transform(self, X):
         """Features of the images: L2-normalised, one row per image.

@@ -22,6 +22,7 @@ from .objectives import (
 from .preprocess import ImagePreprocess
 from .self_supervised import (
     MLPHead,
+    ModuleEncoder,
     ResNet18Encoder,
     SelfSupervisedNet,
     SmallConvEncoder,
@@ -37,6 +38,7 @@ __all__ = [
     "CutPasteBatch",
     "ImagePreprocess",
     "MLPHead",
+    "ModuleEncoder",
     "MultiViewAutoencoderObjective",
     "MultiViewConvAutoencoder",
     "ResNet18Encoder",

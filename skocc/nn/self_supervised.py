@@ -131,7 +131,69 @@ class ResNet18Encoder(nn.Module):
         return self.feature_map(x).mean(dim=(-2, -1))
 
 
-def make_encoder(name: str, in_channels: int, side: int, width: int | None = None) -> nn.Module:
+class ModuleEncoder(nn.Module):
+    """A user's network as an encoder: pooled features and the spatial map it returns.
+
+    ``module`` maps a float batch ``(n, C, H, W)`` (after skocc's
+    preprocessing) to a spatial feature map ``(n, d, h, w)``; the encoder's
+    features are its global average, as for skocc's own encoders. The output
+    size is read from one pass on a zero image of ``input_shape``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Used as given (the estimator passes a copy).
+    input_shape : tuple (C, H, W)
+    freeze : bool, default=False
+        Keep the module's weights as they are: no gradient reaches them, and
+        the module stays in eval mode (its batch-norm statistics unchanged)
+        while the rest of the network trains.
+    """
+
+    def __init__(self, module: nn.Module, input_shape, freeze: bool = False) -> None:
+        super().__init__()
+        self.module = module
+        self.freeze = bool(freeze)
+        if self.freeze:
+            module.requires_grad_(False)
+        reference = next(iter(module.parameters()), None)
+        device = reference.device if reference is not None else torch.device("cpu")
+        was_training = module.training
+        try:
+            with torch.no_grad():
+                out = module.eval()(torch.zeros((1, *input_shape), device=device))
+        except Exception as exc:  # noqa: BLE001  (the user's module: name it, whatever it raised)
+            raise ValueError(
+                f"encoder {type(module).__name__} failed on a batch of shape "
+                f"{(1, *tuple(input_shape))} (the network's input after preprocessing): {exc}"
+            ) from exc
+        finally:
+            module.train(was_training and not self.freeze)
+        if not (isinstance(out, torch.Tensor) and out.ndim == 4):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(
+                f"encoder {type(module).__name__} must return a spatial feature map of shape "
+                f"(n, d, h, w), which skocc pools into features and uses for score_map; it "
+                f"returned {got} for an input of shape {(1, *tuple(input_shape))}. Drop the "
+                "module's final pooling and classifier layers (for a torchvision ResNet: "
+                "torch.nn.Sequential(*list(resnet.children())[:-2]))."
+            )
+        self.out_features = int(out.shape[1])
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze:
+            self.module.eval()
+        return self
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.feature_map(x).mean(dim=(-2, -1))
+
+
+def make_encoder(name, in_channels: int, side: int, width: int | None = None) -> nn.Module:
     """``"small"`` (:class:`SmallConvEncoder`) or ``"resnet18"`` (:class:`ResNet18Encoder`)."""
     if name == "small":
         return SmallConvEncoder(in_channels, side, 16 if width is None else width)
@@ -294,13 +356,14 @@ class SelfSupervisedNet(nn.Module):
         self,
         input_shape: tuple[int, int, int],
         pretext: str = "rotation",
-        encoder: str = "small",
+        encoder: str | nn.Module = "small",
         width: int | None = None,
         head_dim: int = 128,
         preprocess: ImagePreprocess | None = None,
         crop_scale: tuple[float, float] = (0.2, 1.0),
         flip: bool = True,
         jitter: float = 0.4,
+        freeze_encoder: bool = False,
     ) -> None:
         super().__init__()
         if pretext not in PRETEXTS:
@@ -309,7 +372,10 @@ class SelfSupervisedNet(nn.Module):
         self.input_shape = (c, h, w)
         self.pretext = pretext
         self.preprocess = preprocess if preprocess is not None else ImagePreprocess()
-        self.encoder = make_encoder(encoder, c, min(h, w), width)
+        if isinstance(encoder, nn.Module):
+            self.encoder = ModuleEncoder(encoder, self.input_shape, freeze=freeze_encoder)
+        else:
+            self.encoder = make_encoder(encoder, c, min(h, w), width)
         d = self.encoder.out_features
         classes = CLASSIFIER_PRETEXTS.get(pretext)
         out = head_dim if classes is None else classes

@@ -15,6 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._constraints import StrictInterval
 from ._outlier import clear_fitted
 from ._sklearn_compat import HasMethods, fit_context, num_samples, safe_indexing
+from .images import as_array
 
 __all__ = ["TrimmedOneClass"]
 
@@ -151,6 +152,9 @@ class TrimmedOneClass(MetaEstimatorMixin, OutlierMixin, BaseEstimator):
         self : object
         """
         clear_fitted(self)
+        # Lists, tensors and other array-likes become arrays, so that the kept
+        # rows can be indexed; arrays, DataFrames and sparse matrices pass as is.
+        X = as_array(X, "X")
         n_samples = num_samples(X)
         n_trimmed = int(math.ceil(self.trim * n_samples))
         if n_trimmed >= n_samples:

@@ -58,8 +58,8 @@ SHARES = (0.0, 0.02, 0.05)
 TRIM = 0.05
 CONTAMINATION = 0.05
 
-CONVAE = dict(channels=(16, 32), latent_dim=32, max_epochs=10, batch_size=64, device="cpu")
-FEATURES = dict(pretext="rotation", width=8, head_dim=32, max_epochs=5, batch_size=64, device="cpu")
+CONVAE = dict(channels=(16, 32), latent_dim=32, max_epochs=5, batch_size=64, device="cpu")
+FEATURES = dict(pretext="rotation", width=8, head_dim=32, max_epochs=3, batch_size=64, device="cpu")
 QUICK_CONVAE = dict(CONVAE, max_epochs=3)
 QUICK_FEATURES = dict(FEATURES, max_epochs=2)
 
@@ -219,7 +219,7 @@ def main(argv=None):
     parser.add_argument("--estimators", nargs="+", default=None)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--shares", nargs="+", type=float, default=list(SHARES))
-    parser.add_argument("--n-train", type=int, default=500)
+    parser.add_argument("--n-train", type=int, default=300)
     parser.add_argument("--n-test-normal", type=int, default=500, help="MNIST only")
     parser.add_argument("--n-test-anomalies", type=int, default=500)
     parser.add_argument("--digits", nargs="+", type=int, default=[0])
@@ -227,13 +227,20 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="one seed, 200 training images, fewer epochs: a smoke run")
     parser.add_argument("--out", default="benchmarks/results/dirty_training")
-    parser.add_argument("--summarise", metavar="JSONL",
-                        help="only summarise the rows of this .jsonl file (an interrupted run)")
+    parser.add_argument("--summarise", metavar="JSONL", nargs="+",
+                        help="only summarise the rows of these .jsonl files (separate or "
+                             "interrupted runs), into --out .md and .json")
     args = parser.parse_args(argv)
     if args.summarise:
-        rows = [json.loads(line) for line in Path(args.summarise).read_text().splitlines() if line]
-        text = markdown(summarise(rows), rows[0]["environment"])
-        Path(args.summarise).with_suffix(".md").write_text(text + "\n")
+        rows = [json.loads(line) for f in args.summarise
+                for line in Path(f).read_text().splitlines() if line]
+        env = dict(rows[0]["environment"])
+        env["command"] = sorted({r["environment"]["command"] for r in rows})
+        table = summarise(rows)
+        Path(args.out).with_suffix(".json").write_text(
+            json.dumps(dict(environment=env, table=table), indent=1))
+        text = markdown(table, env)
+        Path(args.out).with_suffix(".md").write_text(text + "\n")
         print(text)
         return
     if args.quick:

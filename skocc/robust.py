@@ -85,7 +85,7 @@ class TrimmedOneClass(MetaEstimatorMixin, OutlierMixin, BaseEstimator):
         The estimator fitted on the images kept.
     n_trimmed_ : int
         Number of training images dropped, ``ceil(trim * n_samples)``.
-    trimmed_indices_ : ndarray of shape (n_trimmed_,), dtype int
+    trimmed_indices_ : ndarray of shape (`n_trimmed_`,), dtype int
         Their positions in the ``X`` given to ``fit``, least normal first.
     offset_ : float
         ``estimator_.offset_`` (read-only; absent when the estimator has

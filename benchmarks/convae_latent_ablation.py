@@ -118,6 +118,32 @@ def table(rows):
     return "\n".join(lines)
 
 
+def mechanism_table(rows):
+    """Per-class view of the mechanism: how often, and in step with what, ``||z||`` inverts."""
+    lines = [
+        "| factor | classes with AUROC(-||z||) < 50 % | median over classes of "
+        "median ||z|| anomaly / normal | same for ||x|| | correlation over classes of "
+        "AUROC(-||z||) and AUROC(-||x||) |",
+        "|---|---|---|---|---|",
+    ]
+    for factor, per_class in rows.items():
+        auc_z = np.array([r["-||z||"] for r in per_class])
+        auc_x = np.array([r["AUROC -||x||"] for r in per_class])
+        ratio_z = np.median([r["median ||z|| anomaly"] / r["median ||z|| normal"] for r in per_class])
+        ratio_x = np.median([r["median ||x|| anomaly"] / r["median ||x|| normal"] for r in per_class])
+        lines.append(
+            f"| {factor} | {(auc_z < 0.5).sum()} / {len(auc_z)} | {ratio_z:.2f} | {ratio_x:.2f} "
+            f"| {np.corrcoef(auc_z, auc_x)[0, 1]:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def report(name, rows, seeds):
+    # "||" would split markdown table cells: norms are printed with U+2016.
+    tables = (table(rows) + "\n\n" + mechanism_table(rows)).replace("||", "\u2016")
+    return f"\n### {name}, seeds {seeds} (AUROC in %, mean over classes and seeds)\n\n" + tables
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", choices=["digits", "coil20"], default=["digits", "coil20"])
@@ -126,7 +152,15 @@ def main(argv=None):
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--max-epochs", type=int, default=50)
     parser.add_argument("--out", default=str(DEFAULT_OUT))
+    parser.add_argument("--report", metavar="JSON", default=None,
+                        help="print the tables of an earlier run's JSON and exit")
     args = parser.parse_args(argv)
+    if args.report:
+        done = json.loads(Path(args.report).read_text())
+        print(environment_line(done["environment"]))
+        for name, rows in done["datasets"].items():
+            print(report(name, rows, done["args"]["seeds"]))
+        return
     torch.set_num_threads(1)
     env = environment(base=BASE, max_epochs=args.max_epochs)
     print(environment_line(env), flush=True)
@@ -146,8 +180,7 @@ def main(argv=None):
                 print(f"[{name}] seed {seed} {factor}: {time.perf_counter() - start:.0f} s, "
                       f"-||z|| AUROC {mean:.3f}", file=sys.stderr, flush=True)
         out["datasets"][name] = rows
-        print(f"\n### {name}, seeds {args.seeds} (AUROC in %, mean over classes and seeds)\n")
-        print(table(rows), flush=True)
+        print(report(name, rows, args.seeds), flush=True)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"\nwrote {args.out}")

@@ -19,15 +19,32 @@ Data sets and splits
   fixed random subset of ``--mnist-test`` images, seed 0), because the
   benchmark machine is a small CPU. Not comparable to full-MNIST papers.
 
+- ``elpv``: ``elpv/elpv_128.npz`` resized to 64 x 64 (bilinear, antialiased,
+  back to uint8), module types pooled; normal = functional cells (defect
+  probability 0), anomalies = defective cells (probability 1). Per seed the
+  functional cells are shuffled, 70 % train, the test set is the other 30 % plus
+  every defective cell; cells with probability 1/3 or 2/3 are left out
+  (protocol of ``elpv/SOURCE.txt``). One normal class.
+
 Methods (all on the same splits)
 --------------------------------
-- ``ConvAEOneClass(beta=0.1)``, fitted once per class and scored with
-  ``score_type`` in {combined, latent, reconstruction} (set with
-  ``set_params``; scoring only, no refit, each scoring timed separately);
-- ``ConvAEOneClass(beta=0.1, normalize="image")``: combined and latent scores;
-- ``ConvAEOneClass(beta=1.0)`` (the demo's setting): all three scores;
-- ``ConvAEOneClass(beta=0.0)`` (today's default): a plain autoencoder,
-  reconstruction and latent scores;
+- ``ConvAEOneClass`` with each recipe of ``--recipe`` (a name in ``RECIPES``:
+  ``default`` is the library's defaults), fitted once per class with
+  ``calibration="train"`` (so the network sees every training image, like the
+  baselines; the threshold plays no part in AUROC) and read with four scores:
+
+  - ``recon``: ``score_type="reconstruction"``, ``-||x - x_hat||``;
+  - ``latent norm``: ``-||z||`` of the code (``score_type="latent"``);
+  - ``latent Mahalanobis``: ``-d_M(z)``, the Mahalanobis distance of the code
+    under a Gaussian fitted on the training codes (``encode``) with the
+    Ledoit-Wolf covariance (``sklearn.covariance.LedoitWolf``; the ranking of
+    ``skocc.GaussianDensity`` on the codes);
+  - ``recon + Mahalanobis``: ``-[(e - mean_e) / std_e + (d_M - mean_d) / std_d]``
+    with ``e = ||x - x_hat||``, means and standard deviations over the training
+    images (the standardisation ``score_type="combined"`` uses);
+
+  a prototype of a latent score the library does not have yet, built on the
+  public API only (``score_samples`` and ``encode``);
 - on raw flattened pixels in [0, 1]: ``LocalOutlierFactor(novelty=True)``,
   ``OneClassSVM()``, ``IsolationForest(random_state=seed)`` and an exact
   Gaussian kernel density whose bandwidth is the median pairwise distance of
@@ -37,7 +54,8 @@ Methods (all on the same splits)
 Reproduce (from the repository root)::
 
     OMP_NUM_THREADS=1 python benchmarks/convae_one_class.py \\
-        --datasets digits coil20 mnist --data-dir ../shared/data
+        --datasets digits coil20 mnist elpv --data-dir ../shared/data \\
+        --recipe default b16-sq
 
 Tables are printed as markdown; every seed and class is written to
 ``benchmarks/results/convae_one_class.json`` (or ``--out``).
@@ -53,6 +71,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from sklearn.covariance import LedoitWolf
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
@@ -69,41 +89,21 @@ from skocc.datasets import one_class_digits_split  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "convae_one_class.json"
 
-# Each AE configuration is fitted once; its scores are read with set_params.
-AE_CONFIGS = {
-    # beta=0.1: the default when the tables in RESULTS.md were made (now 0, the
-    # "plain AE" row).
-    "AE": (
-        {"beta": 0.1},
-        {
-            "AE combined": "combined",
-            "AE latent": "latent",
-            "AE recon": "reconstruction",
-        },
-    ),
-    "AE normalize=image": (
-        {"beta": 0.1, "normalize": "image"},
-        {
-            "AE combined, normalize=image": "combined",
-            "AE latent, normalize=image": "latent",
-        },
-    ),
-    "AE beta=1": (
-        {"beta": 1.0},
-        {
-            "AE beta=1 combined": "combined",
-            "AE beta=1 latent": "latent",
-            "AE beta=1 recon": "reconstruction",
-        },
-    ),
-    "plain AE": (
-        {"beta": 0.0, "score_type": "reconstruction"},
-        {
-            "plain AE (beta=0)": "reconstruction",
-            "plain AE latent": "latent",
-        },
-    ),
+#: ConvAEOneClass parameters of every recipe, on top of the library defaults.
+#: ``default`` is the library as it is; the others are the candidates screened
+#: for issue 14 (see RESULTS.md, "ConvAEOneClass: latent norm and defaults").
+RECIPES = {
+    "default": {},
+    "beta0.1": {"beta": 0.1},  # the default when the first tables were made
+    "beta1": {"beta": 1.0},  # the digits demo's setting
+    "b16": {"batch_size": 16},
+    "b16-sq": {"batch_size": 16, "norm": "squared_l2"},
+    "b16-nolip": {"batch_size": 16, "lipschitz_decoder": False},
+    "b16-sq-nolip": {"batch_size": 16, "norm": "squared_l2", "lipschitz_decoder": False},
 }
+
+#: Every recipe is read with these scores (one fit).
+AE_SCORES = ("recon", "latent norm", "latent Mahalanobis", "recon + Mahalanobis")
 
 BASELINES = {
     "LOF": lambda seed: LocalOutlierFactor(novelty=True),
@@ -112,7 +112,9 @@ BASELINES = {
     "Gaussian KDE (exact)": lambda seed: ExactGaussianKDE(),
 }
 
-METHODS = [col for _, cols in AE_CONFIGS.values() for col in cols] + list(BASELINES)
+
+def ae_columns(recipes):
+    return [f"AE[{r}] {score}" for r in recipes for score in AE_SCORES]
 
 
 # ---------------------------------------------------------------- data sets
@@ -131,23 +133,56 @@ def load_coil20_split(seed, args):
 
 
 def load_mnist_split(seed, args):
-    """The same subsample for every seed (``seed`` only seeds the models)."""
+    """The same images for every seed (``seed`` only seeds the models)."""
     root = Path(args.data_dir) / "mnist"
     train, test = np.load(root / "mnist_train_first20000.npz"), np.load(root / "mnist_test.npz")
     y_all = train["y"].astype(int)
     keep = np.sort(
         np.concatenate([np.flatnonzero(y_all == c)[: args.mnist_train] for c in range(10)])
     )
-    rng = np.random.RandomState(0)
-    test_idx = np.sort(rng.choice(len(test["y"]), size=args.mnist_test, replace=False))
+    n_test = len(test["y"])
+    if args.mnist_test >= n_test:
+        test_idx = np.arange(n_test)
+    else:
+        rng = np.random.RandomState(0)
+        test_idx = np.sort(rng.choice(n_test, size=args.mnist_test, replace=False))
     return train["X"][keep], test["X"][test_idx], y_all[keep], test["y"][test_idx].astype(int)
 
 
-LOADERS = {"digits": load_digits_split, "coil20": load_coil20_split, "mnist": load_mnist_split}
+def _resize_uint8(X, side):
+    """uint8 images resized to ``side`` x ``side`` (bilinear, antialiased), uint8."""
+    t = torch.from_numpy(X).float()[:, None]
+    t = F.interpolate(t, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+    return t[:, 0].round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def load_elpv_split(seed, args):
+    """Functional cells (label 0) train; test: the rest of them and every defective cell (1)."""
+    z = np.load(Path(args.data_dir) / "elpv" / "elpv_128.npz", allow_pickle=True)
+    X, proba = _resize_uint8(z["X"], args.elpv_size), z["proba"]
+    functional, defective = np.flatnonzero(proba == 0), np.flatnonzero(proba == 1)
+    order = np.random.RandomState(seed).permutation(functional)
+    n_train = int(round(0.7 * len(order)))
+    train, test = order[:n_train], np.concatenate([order[n_train:], defective])
+    y = (proba == 1).astype(int)
+    return X[train], X[test], y[train], y[test]
+
+
+LOADERS = {
+    "digits": load_digits_split,
+    "coil20": load_coil20_split,
+    "mnist": load_mnist_split,
+    "elpv": load_elpv_split,
+}
 
 
 def dataset_note(name, args):
     if name == "mnist":
+        if args.mnist_train >= 2000 and args.mnist_test >= 10000:
+            return (
+                "all of mnist_train_first20000.npz (about 2,000 training images per digit, "
+                "not the ~6,000 of full MNIST), the whole test set (10,000)"
+            )
         return (
             f"SUBSAMPLE: first {args.mnist_train} training images per digit from "
             f"mnist_train_first20000.npz, {args.mnist_test} random test images (seed 0) "
@@ -155,6 +190,11 @@ def dataset_note(name, args):
         )
     if name == "coil20":
         return "stratified 50/50 split per seed: 36 training images per object, 720 test images"
+    if name == "elpv":
+        return (
+            f"pooled mono + poly, {args.elpv_size} x {args.elpv_size}: 70 % of the functional "
+            "cells train (shuffled per seed), test = the other 30 % + every defective cell"
+        )
     return "skocc.datasets.one_class_digits_split(random_state=seed): 50/50 stratified"
 
 
@@ -172,21 +212,58 @@ def timed(fn, *args):
     return result, time.perf_counter() - start
 
 
-def run_ae_config(params, score_types, X_normal, X_test, normal, seed, max_epochs):
-    """Fit one ConvAEOneClass configuration; AUROC and times for each score type."""
-    model = ConvAEOneClass(random_state=seed, device="cpu", max_epochs=max_epochs, **params)
+def _standardised(train, test):
+    mean, std = train.mean(), train.std()
+    return (test - mean) / (std if std > 0 else 1.0)
+
+
+def ae_scores(model, X_normal, X_test):
+    """Normality scores (higher = more normal) of one fitted ConvAEOneClass.
+
+    ``{score name: (training scores, test scores)}`` for the names in
+    ``AE_SCORES``, from the public API only: ``score_samples`` (reconstruction)
+    and ``encode`` (codes).
+    """
+    model.set_params(score_type="reconstruction")
+    err_train, err_test = -model.score_samples(X_normal), -model.score_samples(X_test)
+    Z_train = model.encode(X_normal).astype(np.float64)
+    Z_test = model.encode(X_test).astype(np.float64)
+    norm_train, norm_test = np.linalg.norm(Z_train, axis=1), np.linalg.norm(Z_test, axis=1)
+    gaussian = LedoitWolf().fit(Z_train)
+    maha_train = np.sqrt(gaussian.mahalanobis(Z_train))
+    maha_test = np.sqrt(gaussian.mahalanobis(Z_test))
+    both_train = _standardised(err_train, err_train) + _standardised(maha_train, maha_train)
+    both_test = _standardised(err_train, err_test) + _standardised(maha_train, maha_test)
+    return {
+        "recon": (-err_train, -err_test),
+        "latent norm": (-norm_train, -norm_test),
+        "latent Mahalanobis": (-maha_train, -maha_test),
+        "recon + Mahalanobis": (-both_train, -both_test),
+    }, {"Z_train": Z_train, "Z_test": Z_test}
+
+
+def make_ae(recipe, seed, max_epochs, extra=None):
+    params = dict(RECIPES[recipe]) if isinstance(recipe, str) else dict(recipe)
+    params.update(extra or {})
+    params.setdefault("max_epochs", max_epochs)
+    return ConvAEOneClass(random_state=seed, device="cpu", calibration="train", **params)
+
+
+def run_recipe(recipe, X_normal, X_test, normal, seed, max_epochs):
+    """Fit one recipe; AUROC and times for each of its scores."""
+    model = make_ae(recipe, seed, max_epochs)
     _, fit_s = timed(model.fit, X_normal)
-    results = {}
-    for column, score_type in score_types.items():
-        model.set_params(score_type=score_type)
-        scores, score_s = timed(model.score_samples, X_test)
-        results[column] = {
-            "auroc": float(roc_auc_score(normal, scores)),
+    (scores, _), score_s = timed(ae_scores, model, X_normal, X_test)
+    return {
+        f"AE[{recipe}] {name}": {
+            "auroc": float(roc_auc_score(normal, test)),
             "fit_s": fit_s,
+            # All four scores from one pass over the training and test images.
             "score_s": score_s,
             "n_epochs": int(model.n_epochs_),
         }
-    return results
+        for name, (_, test) in scores.items()
+    }
 
 
 def run_baseline(make, X_normal, X_test, normal, seed):
@@ -199,24 +276,27 @@ def run_baseline(make, X_normal, X_test, normal, seed):
     return result
 
 
-def run_class(c, X_train, X_test, y_train, y_test, seed, max_epochs):
+def run_class(c, X_train, X_test, y_train, y_test, seed, max_epochs, recipes):
     """Every method with class ``c`` as the normal class: {method: result}."""
     normal = (y_test == c).astype(int)
     X_normal = X_train[y_train == c]
     results = {}
-    for params, score_types in AE_CONFIGS.values():
-        results.update(
-            run_ae_config(params, score_types, X_normal, X_test, normal, seed, max_epochs)
-        )
+    for recipe in recipes:
+        results.update(run_recipe(recipe, X_normal, X_test, normal, seed, max_epochs))
     F_normal, F_test = flat_pixels(X_normal), flat_pixels(X_test)
     for name, make in BASELINES.items():
         results[name] = run_baseline(make, F_normal, F_test, normal, seed)
     return results
 
 
+def epochs_for(name, args):
+    return {"mnist": args.mnist_epochs, "elpv": args.elpv_epochs}.get(name) or args.max_epochs
+
+
 def run_dataset(name, seeds, args):
     """{"seeds": {seed: {class: {method: result}}}, ...} for one data set."""
     per_seed = {}
+    max_epochs = epochs_for(name, args)
     for seed in seeds:
         X_train, X_test, y_train, y_test = LOADERS[name](seed, args)
         classes = np.unique(y_train)
@@ -224,17 +304,20 @@ def run_dataset(name, seeds, args):
         for c in classes:
             start = time.perf_counter()
             per_class[int(c)] = run_class(
-                c, X_train, X_test, y_train, y_test, seed, args.max_epochs
+                c, X_train, X_test, y_train, y_test, seed, max_epochs, args.recipe
             )
+            first = f"AE[{args.recipe[0]}] recon"
             print(
                 f"[{name}] seed {seed} class {c}: {time.perf_counter() - start:.1f} s, "
-                f"AE combined AUROC {per_class[int(c)]['AE combined']['auroc']:.3f}",
+                f"{first} AUROC {per_class[int(c)][first]['auroc']:.3f}, "
+                f"LOF {per_class[int(c)]['LOF']['auroc']:.3f}",
                 file=sys.stderr,
                 flush=True,
             )
         per_seed[int(seed)] = per_class
     return {
         "note": dataset_note(name, args),
+        "max_epochs": max_epochs,
         "n_train": int(len(X_train)),
         "n_test": int(len(X_test)),
         "image_shape": list(np.shape(X_train)[1:]),
@@ -243,12 +326,12 @@ def run_dataset(name, seeds, args):
 
 
 # ------------------------------------------------------------------ summary
-def summarize(result):
+def summarize(result, methods):
     """Per-method summary and per-class mean AUROC over seeds."""
     seeds = result["seeds"]
     classes = sorted(next(iter(seeds.values())))
     summary, per_class = {}, {}
-    for method in METHODS:
+    for method in methods:
         seed_means = [np.mean([seeds[s][c][method]["auroc"] for c in classes]) for s in seeds]
         fit_s = [seeds[s][c][method]["fit_s"] for s in seeds for c in classes]
         score_s = [seeds[s][c][method]["score_s"] for s in seeds for c in classes]
@@ -291,12 +374,12 @@ def per_class_table(per_class):
     return "\n".join(lines)
 
 
-def report(name, result):
-    summary, per_class = summarize(result)
+def report(name, result, methods):
+    summary, per_class = summarize(result, methods)
     n_seeds = len(result["seeds"])
     ae_note = (
-        "AE rows that share a configuration share one fit per class (same fit time); "
-        "only the scoring differs."
+        "AE rows of one recipe share one fit per class (same fit time) and one scoring "
+        f"pass; max_epochs={result['max_epochs']}."
     )
     text = "\n\n".join(
         [
@@ -316,21 +399,35 @@ def report(name, result):
 
 # --------------------------------------------------------------------- main
 def environment(args):
-    return common_environment(max_epochs=args.max_epochs, kde_bandwidth_rule=KDE_RULE)
+    return common_environment(
+        max_epochs=args.max_epochs,
+        mnist_epochs=args.mnist_epochs,
+        elpv_epochs=args.elpv_epochs,
+        recipes={r: RECIPES[r] for r in args.recipe},
+        kde_bandwidth_rule=KDE_RULE,
+    )
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", choices=list(LOADERS), default=["digits"])
     parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--recipe", nargs="+", choices=list(RECIPES), default=["default"],
+                        help="ConvAEOneClass recipes to run, side by side (see RECIPES)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
                         help="seeds for digits and coil20")
     parser.add_argument("--mnist-seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--elpv-seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--mnist-train", type=int, default=500,
-                        help="training images per digit (the first ones)")
+                        help="training images per digit (the first ones; 2000 = all)")
     parser.add_argument("--mnist-test", type=int, default=2000,
-                        help="size of the random test subset (seed 0)")
+                        help="size of the random test subset (seed 0; 10000 = the whole set)")
+    parser.add_argument("--elpv-size", type=int, default=64, help="side of the ELPV images")
     parser.add_argument("--max-epochs", type=int, default=ConvAEOneClass().max_epochs)
+    parser.add_argument("--mnist-epochs", type=int, default=None,
+                        help="max_epochs on MNIST (default: --max-epochs)")
+    parser.add_argument("--elpv-epochs", type=int, default=None,
+                        help="max_epochs on ELPV (default: --max-epochs)")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     return parser.parse_args(argv)
 
@@ -339,9 +436,12 @@ def main(argv=None):
     torch.set_num_threads(1)
     args = parse_args(argv)
     env = environment(args)
+    methods = ae_columns(args.recipe) + list(BASELINES)
     print(environment_line(env))
     print(
-        f"ConvAEOneClass: configurations as listed in AE_CONFIGS, device='cpu', max_epochs={args.max_epochs}. "
+        f"ConvAEOneClass recipes {args.recipe} ({ {r: RECIPES[r] for r in args.recipe} }), "
+        f"device='cpu', calibration='train', max_epochs={args.max_epochs} "
+        f"(MNIST {epochs_for('mnist', args)}, ELPV {epochs_for('elpv', args)}). "
         f"Baselines on raw pixels in [0, 1]; Gaussian KDE bandwidth: {KDE_RULE}. "
         "Nothing tuned on test data. AUROC: class c normal (positive), score_samples.",
         flush=True,
@@ -350,9 +450,9 @@ def main(argv=None):
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     for name in args.datasets:
-        seeds = args.mnist_seeds if name == "mnist" else args.seeds
+        seeds = {"mnist": args.mnist_seeds, "elpv": args.elpv_seeds}.get(name, args.seeds)
         result = run_dataset(name, seeds, args)
-        print("\n" + report(name, result) + "\n", flush=True)
+        print("\n" + report(name, result, methods) + "\n", flush=True)
         out["datasets"][name] = result
         # Written after every data set so a later crash keeps the finished ones.
         out_path.write_text(json.dumps(out, indent=1))

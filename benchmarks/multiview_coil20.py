@@ -29,9 +29,19 @@ ablation (16 and 64; 32 is the native size) of the multi-view model runs on
 ``k = 18``. Seeds run in parallel processes (``--n-jobs``), one
 torch thread each.
 
+``--recipe NAME`` (a recipe of ``convae_one_class.py``) runs instead, for
+every gap: ``MultiViewConvAEOneClass`` and the two single-view
+``ConvAEOneClass`` with that recipe's parameters (``beta=0`` unless the recipe
+sets it, ``calibration="train"``), read also with the code scores of
+``convae_one_class.py`` (``[latent Mahalanobis]``, ``[recon + Mahalanobis]``:
+for the multi-view model, on the concatenated codes), next to LOF and the
+exact KDE on both views' pixels.
+
 Reproduce (repository root; one torch thread)::
 
     OMP_NUM_THREADS=1 python benchmarks/multiview_coil20.py --data-dir ../shared/data
+    OMP_NUM_THREADS=1 python benchmarks/multiview_coil20.py --data-dir ../shared/data \\
+        --recipe b16-sq --gaps 18 --resolutions --n-jobs 1
 """
 
 from __future__ import annotations
@@ -52,6 +62,7 @@ from sklearn.neighbors import LocalOutlierFactor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import KDE_RULE, ExactGaussianKDE, environment, environment_line  # noqa: E402
+from convae_one_class import RECIPES, ae_scores  # noqa: E402
 
 from skocc import ConvAEOneClass, MultiViewConvAEOneClass, stack_views  # noqa: E402
 from skocc.metrics import anomaly_recall, precision_at_n  # noqa: E402
@@ -69,6 +80,13 @@ def load_pairs(data_dir, k):
 
 
 SCORE_TYPES = ["latent", "reconstruction", "combined"]
+# Read through ``encode`` (convae_one_class.ae_scores), with --recipe only.
+CODE_SCORE_TYPES = ["latent Mahalanobis", "recon + Mahalanobis"]
+
+
+def code_scores(estimator, V_train, V, score_type):
+    """(training, test) normality scores of a score computed from the codes."""
+    return ae_scores(estimator, V_train, V)[0][score_type]
 
 
 class Scored:
@@ -90,11 +108,18 @@ class Scored:
         return self
 
     def set_score_type(self, score_type):
+        self.code_score_ = score_type if score_type in CODE_SCORE_TYPES else None
+        if self.code_score_ is not None:
+            return
         self.estimator.set_params(score_type=score_type)
         train = self.estimator.score_samples(self.V_train_)
         self.estimator.offset_ = float(np.percentile(train, 100 * self.estimator.contamination))
 
     def results(self, V):
+        if self.code_score_ is not None:
+            train, test = code_scores(self.estimator, self.V_train_, V, self.code_score_)
+            offset = np.percentile(train, 100 * self.estimator.contamination)
+            return {None: (test, np.where(test >= offset, 1, -1))}
         return {None: (self.estimator.score_samples(V), self.estimator.predict(V))}
 
 
@@ -118,13 +143,22 @@ class SingleViews:
         return self
 
     def set_score_type(self, score_type):
-        for model in self.models_:
-            model.set_params(score_type=score_type)
+        self.code_score_ = score_type if score_type in CODE_SCORE_TYPES else None
+        if self.code_score_ is None:
+            for model in self.models_:
+                model.set_params(score_type=score_type)
         train = self._per_view(self.V_train_)
         self.mean_, self.std_ = train.mean(axis=0), train.std(axis=0) + 1e-12
         self.offset_ = np.percentile(self._fuse(train), 5.0)
+        self.view_offsets_ = np.percentile(train, 5.0, axis=0)
 
     def _per_view(self, V):
+        if self.code_score_ is not None:
+            return np.stack(
+                [code_scores(m, self.V_train_[:, v], V[:, v], self.code_score_)[1]
+                 for v, m in enumerate(self.models_)],
+                axis=1,
+            )
         return np.stack([m.score_samples(V[:, v]) for v, m in enumerate(self.models_)], axis=1)
 
     def _fuse(self, per_view):
@@ -135,7 +169,12 @@ class SingleViews:
         per_view = self._per_view(V)
         fused = self._fuse(per_view)
         out = {
-            f"view {v + 1} alone": (per_view[:, v], m.predict(V[:, v]))
+            f"view {v + 1} alone": (
+                per_view[:, v],
+                np.where(per_view[:, v] >= self.view_offsets_[v], 1, -1)
+                if self.code_score_ is not None
+                else m.predict(V[:, v]),
+            )
             for v, m in enumerate(self.models_)
         }
         out["late fusion"] = (fused, np.where(fused >= self.offset_, 1, -1))
@@ -177,6 +216,31 @@ def methods(seed, resolution=None, diversity=True):
     out["LOF (both views' pixels)"] = lambda: OnPixels(LocalOutlierFactor(novelty=True))
     out["Gaussian KDE (both views' pixels)"] = lambda: OnPixels(ExactGaussianKDE())
     return out
+
+
+class ScoredWithCodes(Scored):
+    score_types = SCORE_TYPES + CODE_SCORE_TYPES
+
+
+class SingleViewsWithCodes(SingleViews):
+    score_types = SCORE_TYPES + CODE_SCORE_TYPES
+
+
+def recipe_methods(seed, recipe):
+    """``--recipe``: both views and single views with one ``RECIPES`` entry.
+
+    Both models get the recipe's parameters, ``beta=0`` unless the recipe sets
+    it (``ConvAEOneClass``'s default; ``MultiViewConvAEOneClass`` defaults to
+    0.1) and ``calibration="train"``, and are also read with the code scores.
+    """
+    params = {"beta": 0.0, **RECIPES[recipe]}
+    common = dict(random_state=seed, device="cpu", calibration="train", **params)
+    return {
+        f"MV both views, {recipe}": lambda: ScoredWithCodes(MultiViewConvAEOneClass(**common)),
+        "single views": lambda: SingleViewsWithCodes(lambda: ConvAEOneClass(**common)),
+        "LOF (both views' pixels)": lambda: OnPixels(LocalOutlierFactor(novelty=True)),
+        "Gaussian KDE (both views' pixels)": lambda: OnPixels(ExactGaussianKDE()),
+    }
 
 
 def evaluate(make, V_train, V_test, is_normal):
@@ -268,6 +332,9 @@ def main(argv=None):
     parser.add_argument("--resolutions", type=int, nargs="*", default=[16, 64])
     parser.add_argument("--resolution-seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--n-jobs", type=int, default=2, help="processes (one torch thread each)")
+    parser.add_argument("--recipe", choices=list(RECIPES), default=None,
+                        help="run only the both-views / single-views comparison with this "
+                        "convae_one_class.py recipe (no logdet and beta=2 variants)")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -278,7 +345,10 @@ def main(argv=None):
     for k in args.gaps:
         V, y, pose = load_pairs(args.data_dir, k)
         # The diversity and beta=2 variants run at k = 18 only, to keep the run short.
-        factory = partial(methods, diversity=(k == 18))
+        if args.recipe is not None:
+            factory = partial(recipe_methods, recipe=args.recipe)
+        else:
+            factory = partial(methods, diversity=(k == 18))
         raw = run(V, y, pose, args.seeds, args.objects, factory, args.n_jobs)
         table = summarize(raw)
         results["gaps"][k] = {"summary": table, "raw": raw}

@@ -108,7 +108,7 @@ class _MemoizedFeatures:
     """A fitted SelfSupervisedFeatures whose features are computed once per input and turn.
 
     Behaves as ``FrozenEstimator(features)`` does in ``TwoStageOneClass`` (``fit``
-    does nothing), and remembers ``transform`` / ``_transform`` results by the
+    does nothing), and remembers ``transform`` / ``transform_rotated`` results by the
     identity of the input array, so the benchmark's detector rows share one
     forward pass per (data, quarter turn). Timing: the first row that needs a
     transform pays for it.

@@ -317,3 +317,50 @@ def build_net(
     )
     params.update(net_params)
     return net_class(**params)
+
+
+# skorch settings that an estimator's own parameters control.
+RESERVED_NET_PARAMS = {
+    "callbacks": "callbacks",
+    "device": "device",
+    "batch_size": "batch_size",
+    "max_epochs": "max_epochs",
+    "lr": "lr",
+    "verbose": "verbose",
+    "optimizer__weight_decay": "weight_decay",
+    "precision": "precision",
+}
+
+
+def check_net_params(callbacks, net_params):
+    """Refuse callbacks that are not skorch's and ``net_params`` that override the estimator."""
+    for i, callback in enumerate(callbacks or []):
+        named = isinstance(callback, tuple) and len(callback) == 2 and isinstance(callback[0], str)
+        item = callback[1] if named else callback
+        # skorch also takes a Callback class, which it instantiates.
+        is_class = isinstance(item, type) and issubclass(item, Callback)
+        if not (isinstance(item, Callback) or is_class):
+            raise TypeError(
+                "callbacks must be a list of skorch callbacks (instances or subclasses "
+                "of skorch.callbacks.Callback) or (name, callback) pairs; item "
+                f"{i} is {callback!r}."
+            )
+    optimizer = (net_params or {}).get("optimizer")
+    if optimizer is not None and not (
+        isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)
+    ):
+        raise TypeError(
+            "net_params['optimizer'] must be a torch optimizer class such as "
+            f"torch.optim.SGD (skorch builds it with lr); got {optimizer!r}."
+        )
+    for key in net_params or {}:
+        if key in RESERVED_NET_PARAMS:
+            raise ValueError(
+                f"net_params may not set {key!r}: use the estimator parameter "
+                f"{RESERVED_NET_PARAMS[key]!r} instead."
+            )
+        if key.split("__")[0] in ("module", "criterion", "net_class", "iterator_train", "iterator_valid"):
+            raise ValueError(
+                f"net_params may not set {key!r}: the estimator builds the network, its loss "
+                "and its batch iterator from its own parameters."
+            )

@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from numbers import Integral, Real
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -231,3 +233,36 @@ def _first_line(exc):
     """An exception's message without the C++ stack trace torch appends to some."""
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+# ---------------------------------------------------------------- paths
+def _check_save_path(path):
+    """``path`` as a Path; an OSError naming it when it cannot be written to.
+
+    Checked before anything is encoded, and before the command line trains for
+    an hour: safetensors would otherwise fail at the end, naming only the
+    temporary ``.partial`` file beside the target.
+    """
+    path = Path(os.fspath(path))
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"skocc.save cannot write path={str(path)!r}: it is a directory. Pass a file "
+            f"name, e.g. {str(path / 'model.skocc')!r}."
+        )
+    folder = path.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"skocc.save cannot write path={str(path)!r}: the folder {str(folder)!r} does not "
+            "exist. Create it first (os.makedirs), or pass a path in an existing folder."
+        )
+    return path
+
+
+def _check_model_path(path):
+    if not path.exists():
+        raise FileNotFoundError(f"No skocc model file at {str(path)!r}.")
+    if path.is_dir():
+        raise ValueError(f"{str(path)!r} is a directory, not a skocc model file.")
+    if not path.is_file():
+        # A FIFO or /dev/zero would be read without end.
+        raise ValueError(f"{str(path)!r} is not a regular file, so not a skocc model file.")

@@ -40,6 +40,8 @@ from ._file_format import (
     FORMAT_NAME,
     FORMAT_VERSION,
     _check_ints_fit_torch,
+    _check_model_path,
+    _check_save_path,
     _decode_section,
     _depth_exceeds,
     _encode,
@@ -156,28 +158,6 @@ def save(estimator, path):
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
-
-
-def _check_save_path(path):
-    """``path`` as a Path; an OSError naming it when it cannot be written to.
-
-    Checked before anything is encoded, and before the command line trains for
-    an hour: safetensors would otherwise fail at the end, naming only the
-    temporary ``.partial`` file beside the target.
-    """
-    path = Path(os.fspath(path))
-    if path.is_dir():
-        raise IsADirectoryError(
-            f"skocc.save cannot write path={str(path)!r}: it is a directory. Pass a file "
-            f"name, e.g. {str(path / 'model.skocc')!r}."
-        )
-    folder = path.parent
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"skocc.save cannot write path={str(path)!r}: the folder {str(folder)!r} does not "
-            "exist. Create it first (os.makedirs), or pass a path in an existing folder."
-        )
-    return path
 
 
 def _params_to_json(estimator):
@@ -393,16 +373,6 @@ def load(path, *, device=None):
     net.history = History(history)
     estimator.net_ = net
     return estimator
-
-
-def _check_model_path(path):
-    if not path.exists():
-        raise FileNotFoundError(f"No skocc model file at {str(path)!r}.")
-    if path.is_dir():
-        raise ValueError(f"{str(path)!r} is a directory, not a skocc model file.")
-    if not path.is_file():
-        # A FIFO or /dev/zero would be read without end.
-        raise ValueError(f"{str(path)!r} is not a regular file, so not a skocc model file.")
 
 
 # ---------------------------------------------------------------- load: devices

@@ -11,10 +11,9 @@ import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
-from skorch.callbacks import Callback
 
 from ._constraints import StrictInterval
-from ._engine import build_net
+from ._engine import build_net, check_net_params
 from ._outlier import (
     THRESHOLD_CONSTRAINTS,
     OutlierContractMixin,
@@ -112,18 +111,6 @@ class BaseDeepImageModel(BaseEstimator):
     }
 
     # ------------------------------------------------------------------ fit
-    # skorch settings that the estimator's own parameters control.
-    _RESERVED_NET_PARAMS = {
-        "callbacks": "callbacks",
-        "device": "device",
-        "batch_size": "batch_size",
-        "max_epochs": "max_epochs",
-        "lr": "lr",
-        "verbose": "verbose",
-        "optimizer__weight_decay": "weight_decay",
-        "precision": "precision",
-    }
-
     @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Train on normal images.
@@ -253,38 +240,7 @@ class BaseDeepImageModel(BaseEstimator):
         return params["module"], kwargs
 
     def _check_net_params(self):
-        for i, callback in enumerate(self.callbacks or []):
-            named = (
-                isinstance(callback, tuple) and len(callback) == 2 and isinstance(callback[0], str)
-            )
-            item = callback[1] if named else callback
-            # skorch also takes a Callback class, which it instantiates.
-            is_class = isinstance(item, type) and issubclass(item, Callback)
-            if not (isinstance(item, Callback) or is_class):
-                raise TypeError(
-                    "callbacks must be a list of skorch callbacks (instances or subclasses "
-                    "of skorch.callbacks.Callback) or (name, callback) pairs; item "
-                    f"{i} is {callback!r}."
-                )
-        optimizer = (self.net_params or {}).get("optimizer")
-        if optimizer is not None and not (
-            isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)
-        ):
-            raise TypeError(
-                "net_params['optimizer'] must be a torch optimizer class such as "
-                f"torch.optim.SGD (skorch builds it with lr); got {optimizer!r}."
-            )
-        for key in self.net_params or {}:
-            if key in self._RESERVED_NET_PARAMS:
-                raise ValueError(
-                    f"net_params may not set {key!r}: use the estimator parameter "
-                    f"{self._RESERVED_NET_PARAMS[key]!r} instead."
-                )
-            if key.split("__")[0] in ("module", "criterion", "net_class", "iterator_train", "iterator_valid"):
-                raise ValueError(
-                    f"net_params may not set {key!r}: the estimator builds the network, its loss "
-                    "and its batch iterator from its own parameters."
-                )
+        check_net_params(self.callbacks, self.net_params)
 
     def _select_inliers(self, images, y):
         """The images labelled ``inlier_label``; all of them when it is None."""

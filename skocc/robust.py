@@ -128,6 +128,13 @@ class TrimmedOneClass(MetaEstimatorMixin, OutlierMixin, BaseEstimator):
         "random_state": ["random_state"],
     }
 
+    # Why skocc.save refuses this class (read by skocc.save).
+    _skocc_save_refusal = (
+        "its inner estimator may be any scikit-learn detector, which only pickle can store. "
+        "Save it with joblib (load such files only if you trust them); a skocc inner "
+        "estimator alone can be saved with skocc.save(model.estimator_, path)."
+    )
+
     def __init__(self, estimator, *, trim=0.05, random_state=None):
         self.estimator = estimator
         self.trim = trim

@@ -245,3 +245,13 @@ def test_a_list_of_samples_is_indexed_as_an_array():
     X = np.random.RandomState(0).normal(size=(40, 2))
     from_list = TrimmedOneClass(_FixedScores(), trim=0.1).fit(X.tolist())
     np.testing.assert_array_equal(from_list.trimmed_indices_, np.argsort(X[:, 0])[:4])
+
+
+def test_skocc_save_refuses_it_and_says_why(tmp_path):
+    import skocc
+    from skocc import TrimmedOneClass
+    from skocc.detectors import GaussianKDE
+
+    model = TrimmedOneClass(GaussianKDE(), random_state=0).fit(np.random.RandomState(0).rand(40, 3))
+    with pytest.raises(TypeError, match="cannot store a TrimmedOneClass: its inner estimator"):
+        skocc.save(model, tmp_path / "model.skocc")

@@ -32,7 +32,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._constraints import StrictInterval
 from ._onnx_options import DEFAULT_OPSET, INPUT_DTYPES, INPUT_LAYOUTS
-from ._score_graph import AutoencoderGraph, TwoStageGraph, detector_module
+from ._score_graph import AutoencoderGraph, TwoStageGraph, check_two_stage
 from ._sklearn_compat import StrOptions, validate_params
 from ._version import __version__
 
@@ -67,7 +67,6 @@ def _network_model(model):
     Raises a TypeError naming the model when it cannot be exported.
     """
     from .autoencoder import ConvAEOneClass
-    from .self_supervised import SelfSupervisedFeatures
     from .two_stage import TwoStageOneClass
 
     if isinstance(model, ConvAEOneClass):  # MultiViewConvAEOneClass included
@@ -75,14 +74,7 @@ def _network_model(model):
         return model, AutoencoderGraph
     if isinstance(model, TwoStageOneClass):
         check_is_fitted(model)
-        if type(model.features_) is not SelfSupervisedFeatures:
-            raise TypeError(
-                "export_onnx exports a TwoStageOneClass whose features are skocc's "
-                "SelfSupervisedFeatures; the model's features_ is "
-                f"{type(model.features_).__module__}.{type(model.features_).__qualname__}."
-            )
-        for i, detector in enumerate(model.detectors_):
-            detector_module(detector, i)  # refuse before any tracing work
+        check_two_stage(model)  # refuse before any tracing work
         return model.features_, TwoStageGraph
     raise TypeError(
         "model must be a fitted ConvAEOneClass, MultiViewConvAEOneClass or "

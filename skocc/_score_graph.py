@@ -138,6 +138,26 @@ def detector_module(detector, index, caller="export_onnx"):
     )
 
 
+def check_two_stage(model, caller="export_onnx"):
+    """Raise a TypeError unless the fitted ``model``'s score has a torch form here.
+
+    Its features must be skocc's :class:`~skocc.SelfSupervisedFeatures` and its
+    detectors ones that :func:`detector_module` converts; checked before any
+    tracing or gradient work.
+    """
+    from .self_supervised import SelfSupervisedFeatures
+
+    if type(model.features_) is not SelfSupervisedFeatures:
+        verb = "exports" if caller == "export_onnx" else "explains"
+        raise TypeError(
+            f"{caller} {verb} a TwoStageOneClass whose features are skocc's "
+            "SelfSupervisedFeatures; the model's features_ is "
+            f"{type(model.features_).__module__}.{type(model.features_).__qualname__}."
+        )
+    for i, detector in enumerate(model.detectors_):
+        detector_module(detector, i, caller)
+
+
 class TwoStageGraph(nn.Module):
     """Raw images to ``(score, decision)`` for a fitted :class:`~skocc.TwoStageOneClass`.
 

@@ -445,16 +445,11 @@ class TwoStageOneClass(OutlierContractMixin, OutlierMixin, BaseEstimator):
 
     def explain(self, X, *, steps=32, baseline="blur"):
         from ._explain import check_explain_arguments, explain_images
-        from ._score_graph import TwoStageGraph
+        from ._score_graph import TwoStageGraph, check_two_stage
 
         check_is_fitted(self)
         check_explain_arguments(steps, baseline)
-        if type(self.features_) is not SelfSupervisedFeatures:
-            raise TypeError(
-                "explain differentiates skocc's SelfSupervisedFeatures; the model's "
-                f"features_ is {type(self.features_).__module__}."
-                f"{type(self.features_).__qualname__}."
-            )
+        check_two_stage(self, caller="explain")
         graph = TwoStageGraph(self, self.features_.net_.module_, "channels_first", caller="explain")
         return explain_images(graph, self.features_, X, steps=steps, baseline=baseline)
 

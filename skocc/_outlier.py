@@ -198,10 +198,14 @@ class OutlierContractMixin:
         """
         check_is_fitted(self)
         self._validate_params()  # contamination may have been set since fit
+        self._calibrate_on(X)
+        return self
+
+    def _calibrate_on(self, X):
+        """Hook: the threshold from the normal samples ``X``, held out (conformal)."""
         scores = self.score_samples(X)
         self._check_calibration_count(scores.shape[0])
         self._set_threshold(scores, held_out=True)
-        return self
 
     def _check_calibration_count(self, n_samples):
         needed = min_calibration_size(self.contamination)

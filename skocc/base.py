@@ -429,15 +429,11 @@ class BaseDeepOneClass(OutlierContractMixin, OutlierMixin, BaseDeepImageModel):
         super()._refresh_threshold()
         self.calibration_score_type_ = self._score_key()
 
-    def calibrate(self, X):
-        check_is_fitted(self)
-        self._validate_params()  # contamination may have been set since fit
+    def _calibrate_on(self, X):
+        # The terms, not only the scores, so that the threshold can follow score_type.
         terms = self._score_terms(self._validate_images(X, reset=False))
         self._check_calibration_count(len(terms))
         self._threshold_from_terms(terms, held_out=True)
-        return self
-
-    calibrate.__doc__ = OutlierContractMixin.calibrate.__doc__
 
     # ------------------------------------------------------------ scoring
     def score_samples(self, X):

@@ -29,22 +29,15 @@ Data sets and splits
 Methods (all on the same splits)
 --------------------------------
 - ``ConvAEOneClass`` with each recipe of ``--recipe`` (a name in ``RECIPES``:
-  ``default`` is the library's defaults), fitted once per class with
-  ``calibration="train"`` (so the network sees every training image, like the
-  baselines; the threshold plays no part in AUROC) and read with four scores:
-
-  - ``recon``: ``score_type="reconstruction"``, ``-||x - x_hat||``;
-  - ``latent norm``: ``-||z||`` of the code (``score_type="latent"``);
-  - ``latent Mahalanobis``: ``-d_M(z)``, the Mahalanobis distance of the code
-    under a Gaussian fitted on the training codes (``encode``) with the
-    Ledoit-Wolf covariance (``sklearn.covariance.LedoitWolf``; the ranking of
-    ``skocc.GaussianDensity`` on the codes);
-  - ``recon + Mahalanobis``: ``-[(e - mean_e) / std_e + (d_M - mean_d) / std_d]``
-    with ``e = ||x - x_hat||``, means and standard deviations over the training
-    images (the standardisation ``score_type="combined"`` uses);
-
-  a prototype of a latent score the library does not have yet, built on the
-  public API only (``score_samples`` and ``encode``);
+  ``default`` is the library's defaults, ``calibration="holdout"`` included,
+  so the network trains on 80 % of the training images, as a user's model
+  does; ``--calibration train`` trains on all of them), fitted once per class
+  and read with every ``score_type`` of the library (``set_params`` after
+  ``fit``): ``reconstruction`` (``-||x - x_hat||``), ``latent`` (``-||z||``),
+  ``mahalanobis`` (``-d_M(z)``, the Mahalanobis distance of the code under the
+  Ledoit-Wolf Gaussian of the training codes), ``combined`` and
+  ``reconstruction+mahalanobis`` (the two terms standardised with their
+  training means and standard deviations, and added);
 - on raw flattened pixels in [0, 1]: ``LocalOutlierFactor(novelty=True)``,
   ``OneClassSVM()``, ``IsolationForest(random_state=seed)`` and an exact
   Gaussian kernel density whose bandwidth is the median pairwise distance of
@@ -55,7 +48,7 @@ Reproduce (from the repository root)::
 
     OMP_NUM_THREADS=1 python benchmarks/convae_one_class.py \\
         --datasets digits coil20 mnist elpv --data-dir ../shared/data \\
-        --recipe default b16-sq
+        --recipe default b64
 
 Tables are printed as markdown; every seed and class is written to
 ``benchmarks/results/convae_one_class.json`` (or ``--out``).
@@ -85,6 +78,7 @@ from _common import environment as common_environment  # noqa: E402
 
 from skocc import ConvAEOneClass  # noqa: E402
 from skocc.datasets import one_class_digits_split  # noqa: E402
+from skocc.nn.objectives import SCORE_TYPES  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "convae_one_class.json"
@@ -94,6 +88,8 @@ DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "convae_one_class.json"
 #: for issue 14 (see RESULTS.md, "ConvAEOneClass: latent norm and defaults").
 RECIPES = {
     "default": {},
+    # The defaults before issue 14 (the scores are read from one fit anyway).
+    "b64": {"batch_size": 64},
     "beta0.1": {"beta": 0.1},  # the default when the first tables were made
     "beta1": {"beta": 1.0},  # the digits demo's setting
     "b16": {"batch_size": 16},
@@ -102,8 +98,11 @@ RECIPES = {
     "b16-sq-nolip": {"batch_size": 16, "norm": "squared_l2", "lipschitz_decoder": False},
 }
 
-#: Every recipe is read with these scores (one fit).
-AE_SCORES = ("recon", "latent norm", "latent Mahalanobis", "recon + Mahalanobis")
+#: ``calibration`` of every recipe that does not set it (``--calibration``).
+CALIBRATION = ["holdout"]
+
+#: Every recipe is read with every score type of the library (one fit).
+AE_SCORES = SCORE_TYPES
 
 BASELINES = {
     "LOF": lambda seed: LocalOutlierFactor(novelty=True),
@@ -212,57 +211,37 @@ def timed(fn, *args):
     return result, time.perf_counter() - start
 
 
-def _standardised(train, test):
-    mean, std = train.mean(), train.std()
-    return (test - mean) / (std if std > 0 else 1.0)
-
-
-def ae_scores(model, X_normal, X_test):
-    """Normality scores (higher = more normal) of one fitted ConvAEOneClass.
-
-    ``{score name: (training scores, test scores)}`` for the names in
-    ``AE_SCORES``, from the public API only: ``score_samples`` (reconstruction)
-    and ``encode`` (codes).
-    """
-    model.set_params(score_type="reconstruction")
-    err_train, err_test = -model.score_samples(X_normal), -model.score_samples(X_test)
-    Z_train = model.encode(X_normal).astype(np.float64)
-    Z_test = model.encode(X_test).astype(np.float64)
-    norm_train, norm_test = np.linalg.norm(Z_train, axis=1), np.linalg.norm(Z_test, axis=1)
-    gaussian = LedoitWolf().fit(Z_train)
-    maha_train = np.sqrt(gaussian.mahalanobis(Z_train))
-    maha_test = np.sqrt(gaussian.mahalanobis(Z_test))
-    both_train = _standardised(err_train, err_train) + _standardised(maha_train, maha_train)
-    both_test = _standardised(err_train, err_test) + _standardised(maha_train, maha_test)
-    return {
-        "recon": (-err_train, -err_test),
-        "latent norm": (-norm_train, -norm_test),
-        "latent Mahalanobis": (-maha_train, -maha_test),
-        "recon + Mahalanobis": (-both_train, -both_test),
-    }, {"Z_train": Z_train, "Z_test": Z_test}
+def ae_scores(model, X_test):
+    """``{score_type: test normality scores}`` of one fitted ConvAEOneClass, for every score type."""
+    default = model.score_type
+    try:
+        return {kind: model.set_params(score_type=kind).score_samples(X_test) for kind in AE_SCORES}
+    finally:
+        model.set_params(score_type=default)
 
 
 def make_ae(recipe, seed, max_epochs, extra=None):
     params = dict(RECIPES[recipe]) if isinstance(recipe, str) else dict(recipe)
     params.update(extra or {})
     params.setdefault("max_epochs", max_epochs)
-    return ConvAEOneClass(random_state=seed, device="cpu", calibration="train", **params)
+    params.setdefault("calibration", CALIBRATION[0])
+    return ConvAEOneClass(random_state=seed, device="cpu", **params)
 
 
 def run_recipe(recipe, X_normal, X_test, normal, seed, max_epochs):
     """Fit one recipe; AUROC and times for each of its scores."""
     model = make_ae(recipe, seed, max_epochs)
     _, fit_s = timed(model.fit, X_normal)
-    (scores, _), score_s = timed(ae_scores, model, X_normal, X_test)
+    scores, score_s = timed(ae_scores, model, X_test)
     return {
         f"AE[{recipe}] {name}": {
             "auroc": float(roc_auc_score(normal, test)),
             "fit_s": fit_s,
-            # All four scores from one pass over the training and test images.
+            # Every score type from one fit; the time of all of them.
             "score_s": score_s,
             "n_epochs": int(model.n_epochs_),
         }
-        for name, (_, test) in scores.items()
+        for name, test in scores.items()
     }
 
 
@@ -306,7 +285,7 @@ def run_dataset(name, seeds, args):
             per_class[int(c)] = run_class(
                 c, X_train, X_test, y_train, y_test, seed, max_epochs, args.recipe
             )
-            first = f"AE[{args.recipe[0]}] recon"
+            first = f"AE[{args.recipe[0]}] {ConvAEOneClass().score_type}"
             print(
                 f"[{name}] seed {seed} class {c}: {time.perf_counter() - start:.1f} s, "
                 f"{first} AUROC {per_class[int(c)][first]['auroc']:.3f}, "
@@ -404,6 +383,7 @@ def environment(args):
         mnist_epochs=args.mnist_epochs,
         elpv_epochs=args.elpv_epochs,
         recipes={r: RECIPES[r] for r in args.recipe},
+        calibration=args.calibration,
         kde_bandwidth_rule=KDE_RULE,
     )
 
@@ -428,6 +408,9 @@ def parse_args(argv=None):
                         help="max_epochs on MNIST (default: --max-epochs)")
     parser.add_argument("--elpv-epochs", type=int, default=None,
                         help="max_epochs on ELPV (default: --max-epochs)")
+    parser.add_argument("--calibration", choices=["holdout", "train"], default="holdout",
+                        help="calibration of the recipes that do not set it (holdout: the "
+                        "library's default, trains on 80 %%)")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     return parser.parse_args(argv)
 
@@ -435,12 +418,13 @@ def parse_args(argv=None):
 def main(argv=None):
     torch.set_num_threads(1)
     args = parse_args(argv)
+    CALIBRATION[0] = args.calibration
     env = environment(args)
     methods = ae_columns(args.recipe) + list(BASELINES)
     print(environment_line(env))
     print(
         f"ConvAEOneClass recipes {args.recipe} ({ {r: RECIPES[r] for r in args.recipe} }), "
-        f"device='cpu', calibration='train', max_epochs={args.max_epochs} "
+        f"device='cpu', calibration={CALIBRATION[0]!r}, max_epochs={args.max_epochs} "
         f"(MNIST {epochs_for('mnist', args)}, ELPV {epochs_for('elpv', args)}). "
         f"Baselines on raw pixels in [0, 1]; Gaussian KDE bandwidth: {KDE_RULE}. "
         "Nothing tuned on test data. AUROC: class c normal (positive), score_samples.",

@@ -19,9 +19,11 @@ Methods, all on the same pairs:
   standardised with its training scores, averaged (its threshold: the 5th
   percentile of the fused training scores);
 
-every skocc model is fitted once and read with each ``score_type`` (rows
-``[latent]``, ``[reconstruction]``, ``[combined]``; the threshold for recall is
-recomputed from the training scores of that score type);
+every skocc model is fitted once and read with each of the library's
+``score_type`` values (rows ``[latent]``, ``[reconstruction]``,
+``[mahalanobis]``, ``[combined]``, ``[reconstruction+mahalanobis]``; the
+threshold for recall is recomputed from the training scores of that score
+type);
 - ``LOF`` / ``Gaussian KDE (exact)``: raw pixels of both views concatenated.
 
 The ``diversity="logdet"`` and ``beta=2`` variants run at ``k = 18`` only. A ``resolution``
@@ -32,10 +34,8 @@ torch thread each.
 ``--recipe NAME`` (a recipe of ``convae_one_class.py``) runs instead, for
 every gap: ``MultiViewConvAEOneClass`` and the two single-view
 ``ConvAEOneClass`` with that recipe's parameters (``beta=0`` unless the recipe
-sets it, ``calibration="train"``), read also with the code scores of
-``convae_one_class.py`` (``[latent Mahalanobis]``, ``[recon + Mahalanobis]``:
-for the multi-view model, on the concatenated codes), next to LOF and the
-exact KDE on both views' pixels.
+sets it, ``calibration="train"``), next to LOF and the exact KDE on both
+views' pixels.
 
 Reproduce (repository root; one torch thread)::
 
@@ -62,10 +62,11 @@ from sklearn.neighbors import LocalOutlierFactor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import KDE_RULE, ExactGaussianKDE, environment, environment_line  # noqa: E402
-from convae_one_class import RECIPES, ae_scores  # noqa: E402
+from convae_one_class import RECIPES  # noqa: E402
 
 from skocc import ConvAEOneClass, MultiViewConvAEOneClass, stack_views  # noqa: E402
 from skocc.metrics import anomaly_recall, precision_at_n  # noqa: E402
+from skocc.nn.objectives import SCORE_TYPES as LIBRARY_SCORE_TYPES  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "multiview_coil20.json"
 
@@ -79,14 +80,8 @@ def load_pairs(data_dir, k):
     return stack_views(X, X[partner]), y, pose
 
 
-SCORE_TYPES = ["latent", "reconstruction", "combined"]
-# Read through ``encode`` (convae_one_class.ae_scores), with --recipe only.
-CODE_SCORE_TYPES = ["latent Mahalanobis", "recon + Mahalanobis"]
-
-
-def code_scores(estimator, V_train, V, score_type):
-    """(training, test) normality scores of a score computed from the codes."""
-    return ae_scores(estimator, V_train, V)[0][score_type]
+# Every score type of the library, read from one fit.
+SCORE_TYPES = list(LIBRARY_SCORE_TYPES)
 
 
 class Scored:
@@ -108,18 +103,11 @@ class Scored:
         return self
 
     def set_score_type(self, score_type):
-        self.code_score_ = score_type if score_type in CODE_SCORE_TYPES else None
-        if self.code_score_ is not None:
-            return
         self.estimator.set_params(score_type=score_type)
         train = self.estimator.score_samples(self.V_train_)
         self.estimator.offset_ = float(np.percentile(train, 100 * self.estimator.contamination))
 
     def results(self, V):
-        if self.code_score_ is not None:
-            train, test = code_scores(self.estimator, self.V_train_, V, self.code_score_)
-            offset = np.percentile(train, 100 * self.estimator.contamination)
-            return {None: (test, np.where(test >= offset, 1, -1))}
         return {None: (self.estimator.score_samples(V), self.estimator.predict(V))}
 
 
@@ -143,22 +131,13 @@ class SingleViews:
         return self
 
     def set_score_type(self, score_type):
-        self.code_score_ = score_type if score_type in CODE_SCORE_TYPES else None
-        if self.code_score_ is None:
-            for model in self.models_:
-                model.set_params(score_type=score_type)
+        for model in self.models_:
+            model.set_params(score_type=score_type)
         train = self._per_view(self.V_train_)
         self.mean_, self.std_ = train.mean(axis=0), train.std(axis=0) + 1e-12
         self.offset_ = np.percentile(self._fuse(train), 5.0)
-        self.view_offsets_ = np.percentile(train, 5.0, axis=0)
 
     def _per_view(self, V):
-        if self.code_score_ is not None:
-            return np.stack(
-                [code_scores(m, self.V_train_[:, v], V[:, v], self.code_score_)[1]
-                 for v, m in enumerate(self.models_)],
-                axis=1,
-            )
         return np.stack([m.score_samples(V[:, v]) for v, m in enumerate(self.models_)], axis=1)
 
     def _fuse(self, per_view):
@@ -169,12 +148,7 @@ class SingleViews:
         per_view = self._per_view(V)
         fused = self._fuse(per_view)
         out = {
-            f"view {v + 1} alone": (
-                per_view[:, v],
-                np.where(per_view[:, v] >= self.view_offsets_[v], 1, -1)
-                if self.code_score_ is not None
-                else m.predict(V[:, v]),
-            )
+            f"view {v + 1} alone": (per_view[:, v], m.predict(V[:, v]))
             for v, m in enumerate(self.models_)
         }
         out["late fusion"] = (fused, np.where(fused >= self.offset_, 1, -1))
@@ -218,14 +192,6 @@ def methods(seed, resolution=None, diversity=True):
     return out
 
 
-class ScoredWithCodes(Scored):
-    score_types = SCORE_TYPES + CODE_SCORE_TYPES
-
-
-class SingleViewsWithCodes(SingleViews):
-    score_types = SCORE_TYPES + CODE_SCORE_TYPES
-
-
 def recipe_methods(seed, recipe):
     """``--recipe``: both views and single views with one ``RECIPES`` entry.
 
@@ -236,8 +202,8 @@ def recipe_methods(seed, recipe):
     params = {"beta": 0.0, **RECIPES[recipe]}
     common = dict(random_state=seed, device="cpu", calibration="train", **params)
     return {
-        f"MV both views, {recipe}": lambda: ScoredWithCodes(MultiViewConvAEOneClass(**common)),
-        "single views": lambda: SingleViewsWithCodes(lambda: ConvAEOneClass(**common)),
+        f"MV both views, {recipe}": lambda: Scored(MultiViewConvAEOneClass(**common)),
+        "single views": lambda: SingleViews(lambda: ConvAEOneClass(**common)),
         "LOF (both views' pixels)": lambda: OnPixels(LocalOutlierFactor(novelty=True)),
         "Gaussian KDE (both views' pixels)": lambda: OnPixels(ExactGaussianKDE()),
     }

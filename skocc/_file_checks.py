@@ -104,9 +104,48 @@ def _check_offset(value, estimator, checked):
 
 
 def _n_score_terms(checked):
-    # ConvAEOneClass scores two terms; the multi-view model adds one
-    # reconstruction error and one code norm per view.
-    return 2 + 2 * checked["n_views_"] if "n_views_" in checked else 2
+    # ConvAEOneClass scores three terms (reconstruction error, code norm and
+    # the code's Mahalanobis distance); the multi-view model adds one of each
+    # per view.
+    return 3 + 3 * checked["n_views_"] if "n_views_" in checked else 3
+
+
+def _code_size(estimator, checked):
+    # The latent_dim of every view's code, as the file's parameters set it.
+    latent_dim = getattr(estimator, "latent_dim", None)
+    if not (isinstance(latent_dim, Integral) and latent_dim >= 1):
+        raise _Expected("the Gaussian of codes of a positive integer latent_dim")
+    return int(latent_dim) * checked.get("n_views_", 1)
+
+
+def _check_latent_location(value, estimator, checked):
+    n = _code_size(estimator, checked)
+    if not _float_vector(value, n):
+        raise _Expected(f"a float array of shape ({n},), finite (latent_dim entries per view)")
+    return value.astype(np.float64)
+
+
+def _check_latent_covariance(value, estimator, checked):
+    from .detectors import ridged_cholesky
+
+    n = _code_size(estimator, checked)
+    shape_ok = (
+        isinstance(value, np.ndarray)
+        and value.dtype.kind == "f"
+        and value.shape == (n, n)
+        and bool(np.isfinite(value).all())
+        and bool(np.array_equal(value, value.T))
+    )
+    if shape_ok:
+        try:
+            ridged_cholesky(value.astype(np.float64))
+        except np.linalg.LinAlgError:
+            shape_ok = False
+    if not shape_ok:
+        raise _Expected(
+            f"a finite, symmetric, positive semi-definite float array of shape ({n}, {n})"
+        )
+    return value.astype(np.float64)
 
 
 def _float_vector(value, length):
@@ -214,6 +253,8 @@ _ATTRIBUTE_CHECKS = {
     "calibration_score_type_": _check_score_type,
     "score_mean_": _check_score_mean,
     "score_std_": _check_score_std,
+    "latent_location_": _check_latent_location,
+    "latent_covariance_": _check_latent_covariance,
 }
 
 

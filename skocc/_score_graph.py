@@ -31,8 +31,9 @@ class AutoencoderGraph(nn.Module):
 
     ``module`` is a CPU copy of the fitted network in eval mode; its own
     :class:`~skocc.nn.ImagePreprocess` scales ``uint8``, resizes and normalises.
-    The score terms, their combination and the map are the estimator's own
-    functions; the combination runs in float64, as ``score_samples`` does.
+    The score terms (with the codes' Mahalanobis distances), their
+    combination and the map are the estimator's own functions; the distances
+    and the combination run in float64, as ``score_samples`` computes them.
     """
 
     def __init__(self, model, module, layout):
@@ -46,7 +47,9 @@ class AutoencoderGraph(nn.Module):
         # As score_samples and score_map read them: the objective the net was
         # trained with (its norm), the score type as set now.
         self.objective = copy.deepcopy(model.net_.criterion_)
+        self.gaussian = model._latent_gaussian()
         self.score_type = model.score_type
+        self.columns = model._score_columns()
         self.combine_terms = combine_score_terms
         self.register_buffer("score_mean", torch.as_tensor(model.score_mean_, dtype=torch.float64))
         self.register_buffer("score_std", torch.as_tensor(model.score_std_, dtype=torch.float64))
@@ -56,10 +59,12 @@ class AutoencoderGraph(nn.Module):
 
     def forward(self, images):
         output = self.module(to_channels_first(images, self.layout, self.sample_shape))
-        terms = self.objective.score_terms(output).double()
+        terms = self.objective.score_terms(output, self.gaussian)
         anomaly = self.combine_terms(
-            self.score_type, terms[:, 0], terms[:, 1], self.score_mean, self.score_std,
-            slice(0, 1), slice(1, 2),
+            self.score_type,
+            {name: (terms[:, cols], cols) for name, cols in self.columns.items()},
+            self.score_mean,
+            self.score_std,
         )
         score = -anomaly.reshape(-1)
         return score, score - self.offset, self.objective.pixel_map(output, self.map_size)
@@ -68,20 +73,18 @@ class AutoencoderGraph(nn.Module):
 class _GaussianLogDensity(nn.Module):
     """:meth:`skocc.detectors.GaussianDensity.score_samples` in float64 torch.
 
-    ``-0.5 * ||W (f - location)||^2 - log_norm`` with ``W`` the inverse of the
-    Cholesky factor, computed once here: ONNX has no triangular solve, and a
-    matrix product with the exact float64 inverse differs from the solve by
-    rounding only.
+    ``-0.5 * ||(f - location) W||^2 - log_norm`` with ``W`` the transposed
+    inverse of the Cholesky factor (:func:`skocc.detectors.whitening`),
+    computed once here.
     """
 
     def __init__(self, detector):
         super().__init__()
-        from scipy.linalg import solve_triangular
+        from .detectors import whitening
 
         location, cholesky, log_norm = detector._log_density_parameters()
-        whiten = solve_triangular(cholesky, np.eye(len(cholesky)), lower=True)
         self.register_buffer("location", torch.as_tensor(location, dtype=torch.float64))
-        self.register_buffer("whiten_t", torch.as_tensor(whiten.T.copy(), dtype=torch.float64))
+        self.register_buffer("whiten_t", torch.as_tensor(whitening(cholesky), dtype=torch.float64))
         self.register_buffer("log_norm", torch.tensor(float(log_norm), dtype=torch.float64))
 
     def forward(self, features):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from numbers import Integral, Real
 
+import numpy as np
 import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import TransformerTags
@@ -18,9 +19,11 @@ from ._sklearn_compat import StrOptions
 from .base import BaseDeepOneClass, StrictInterval
 from .nn import ConvAutoencoder, ImagePreprocess
 from .nn.losses import DIVERSITIES, NORMS
+from .detectors import ridged_cholesky, shrunk_gaussian, whitening
 from .nn.objectives import (
     SCORE_TYPES,
     AutoencoderObjective,
+    LatentGaussian,
     combine_score_terms,
 )
 
@@ -158,6 +161,8 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
     _persisted_attributes = BaseDeepOneClass._persisted_attributes + (
         "score_mean_",
         "score_std_",
+        "latent_location_",
+        "latent_covariance_",
     )
 
     def __init__(
@@ -167,7 +172,7 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         latent_dim=64,
         channels=(32, 64, 128),
         norm="l2",
-        score_type="reconstruction",
+        score_type="reconstruction+mahalanobis",
         lipschitz_decoder=True,
         diversity=None,
         diversity_weight=0.1,
@@ -181,7 +186,7 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         data_format="auto",
         image_shape=None,
         max_epochs=50,
-        batch_size=64,
+        batch_size=16,
         lr=1e-3,
         weight_decay=0.0,
         device="auto",
@@ -247,11 +252,37 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
             criterion__diversity_gamma=self.diversity_gamma,
         )
 
+    def _after_fit(self, images, held_out):
+        # The Gaussian of the training codes first: the score terms include
+        # the codes' Mahalanobis distances under it.
+        codes = self._map_batches(images, lambda module, xb: module.encode(xb))
+        self.latent_location_, covariance, _ = shrunk_gaussian(codes.reshape(len(codes), -1))
+        # Exactly symmetric, so that a saved model's covariance can be checked for it.
+        self.latent_covariance_ = (covariance + covariance.T) / 2
+        super()._after_fit(images, held_out)
+
+    def _gaussian_blocks(self):
+        """``(code indices, location, covariance)`` of every Gaussian in the score terms."""
+        indices = np.arange(len(self.latent_location_))
+        return [(indices, self.latent_location_, self.latent_covariance_)]
+
+    def _latent_gaussian(self):
+        """The fitted Gaussians' distances as a float64 CPU module (:class:`~skocc.nn.LatentGaussian`)."""
+        return LatentGaussian(
+            [
+                (indices, location, whitening(ridged_cholesky(covariance)))
+                for indices, location, covariance in self._gaussian_blocks()
+            ]
+        )
+
     def _score_terms(self, images):
-        """(n, k) float64; columns 0 and 1 are the reconstruction error and ``||z||``."""
+        """(n, k) float64: the objective's terms, then the codes' Mahalanobis distances."""
         # The objective the net was trained with, even if set_params changed norm since.
         objective = self.net_.criterion_
-        return self._map_batches(images, lambda module, xb: objective.score_terms(module(xb)))
+        gaussian = self._latent_gaussian().to(self.device_)
+        return self._map_batches(
+            images, lambda module, xb: objective.score_terms(module(xb), gaussian)
+        )
 
     def _fit_score_stats(self, terms):
         self.score_mean_, self.score_std_ = standardisation(terms)
@@ -259,13 +290,18 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
     def _score_key(self):
         return self.score_type
 
+    def _score_columns(self):
+        """Column of every score term in ``_score_terms``, as a slice of one."""
+        return {"reconstruction": slice(0, 1), "latent": slice(1, 2), "mahalanobis": slice(2, 3)}
+
     def _anomaly_scores_from_terms(self, terms):
-        return self._combine(terms[:, 0], terms[:, 1], slice(0, 1), slice(1, 2))
+        return self._combine(terms, self._score_columns())[:, 0]
 
-    def _combine(self, recon, latent, recon_stats, latent_stats):
-        """The anomaly score of ``score_type`` from its two terms.
+    def _combine(self, terms, columns):
+        """The anomaly score of ``score_type`` from the ``terms`` in ``columns`` (slices).
 
-        ``recon_stats`` and ``latent_stats`` index ``score_mean_``/``score_std_``.
+        The slices index ``score_mean_`` and ``score_std_`` too; the result has
+        one column per entry of a slice.
         """
         if self.score_type not in SCORE_TYPES:
             # set_params after fit is not validated by scikit-learn; without this
@@ -274,7 +310,10 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
                 f"score_type must be one of {SCORE_TYPES}; got {self.score_type!r}."
             )
         return combine_score_terms(
-            self.score_type, recon, latent, self.score_mean_, self.score_std_, recon_stats, latent_stats
+            self.score_type,
+            {name: (terms[:, cols], cols) for name, cols in columns.items()},
+            self.score_mean_,
+            self.score_std_,
         )
 
     def score_map(self, X):

@@ -279,6 +279,49 @@ class GaussianKDE(_Detector):
         )
 
 
+def shrunk_gaussian(X):
+    """``(location, covariance, cholesky)`` of a Ledoit-Wolf Gaussian of the rows of ``X``.
+
+    ``cholesky`` is :func:`ridged_cholesky` of the covariance. A ValueError,
+    naming the cause, where the covariance overflows float64.
+    """
+    try:
+        # Overflow raises here instead of surfacing as a NaN that
+        # scikit-learn then reports as "Input contains NaN".
+        with np.errstate(over="raise", invalid="raise"):
+            lw = LedoitWolf().fit(X)
+            chol = ridged_cholesky(lw.covariance_)
+    except (FloatingPointError, ValueError, np.linalg.LinAlgError) as exc:
+        raise ValueError(
+            f"The covariance of X overflowed float64 ({exc}): X has values up to "
+            f"{np.abs(X).max():.3g} in absolute value, whose squares exceed float64's range. "
+            "Scale the features (e.g. with sklearn.preprocessing.StandardScaler)."
+        ) from None
+    return lw.location_, lw.covariance_, chol
+
+
+def ridged_cholesky(covariance):
+    """Lower Cholesky factor of ``covariance`` plus ``1e-10`` times its trace (at least 1e-10).
+
+    The ridge keeps the factor defined when features are constant; a
+    covariance that is not positive semi-definite raises ``LinAlgError``.
+    """
+    ridge = 1e-10 * max(float(np.trace(covariance)), 1.0)
+    return np.linalg.cholesky(covariance + ridge * np.eye(len(covariance)))
+
+
+def whitening(cholesky):
+    """``W = L^-T`` for the lower Cholesky factor ``L`` of a covariance.
+
+    ``||(x - location) W||`` is then the Mahalanobis distance of a row ``x``.
+    A matrix product with the exact float64 inverse differs from a triangular
+    solve by rounding only, and ONNX has no triangular solve.
+    """
+    from scipy.linalg import solve_triangular
+
+    return solve_triangular(cholesky, np.eye(len(cholesky)), lower=True).T.copy()
+
+
 class GaussianDensity(_Detector):
     """One full-covariance Gaussian (Sohn et al.'s "GDE"), Ledoit-Wolf shrunk.
 
@@ -334,25 +377,7 @@ class GaussianDensity(_Detector):
         return self._fit_and_calibrate(X)
 
     def _fit_density(self, X):
-        try:
-            # Overflow raises here instead of surfacing as a NaN that
-            # scikit-learn then reports as "Input contains NaN".
-            with np.errstate(over="raise", invalid="raise"):
-                lw = LedoitWolf().fit(X)
-                # Constant features give a singular covariance; a tiny ridge keeps it invertible.
-                cov = lw.covariance_ + 1e-10 * np.eye(X.shape[1]) * max(
-                    np.trace(lw.covariance_), 1.0
-                )
-                chol = np.linalg.cholesky(cov)
-        except (FloatingPointError, ValueError, np.linalg.LinAlgError) as exc:
-            raise ValueError(
-                f"The covariance of X overflowed float64 ({exc}): X has values up to "
-                f"{np.abs(X).max():.3g} in absolute value, whose squares exceed float64's range. "
-                "Scale the features (e.g. with sklearn.preprocessing.StandardScaler)."
-            ) from None
-        self.location_ = lw.location_
-        self.covariance_ = lw.covariance_
-        self._chol = chol
+        self.location_, self.covariance_, self._chol = shrunk_gaussian(X)
         self._log_norm = float(
             np.log(np.diag(self._chol)).sum() + 0.5 * X.shape[1] * np.log(2.0 * np.pi)
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from ._docstrings import fill_doc
@@ -125,7 +126,7 @@ class MultiViewConvAEOneClass(ConvAEOneClass):
         latent_dim=64,
         channels=(32, 64, 128),
         norm="l2",
-        score_type="reconstruction",
+        score_type="reconstruction+mahalanobis",
         lipschitz_decoder=True,
         diversity=None,
         diversity_weight=0.1,
@@ -139,7 +140,7 @@ class MultiViewConvAEOneClass(ConvAEOneClass):
         data_format="auto",
         image_shape=None,
         max_epochs=50,
-        batch_size=64,
+        batch_size=16,
         lr=1e-3,
         weight_decay=0.0,
         device="auto",
@@ -215,8 +216,32 @@ class MultiViewConvAEOneClass(ConvAEOneClass):
         check_is_fitted(self)
         terms = self._score_terms(self._validate_images(X, reset=False))
         v = self.n_views_
-        recon_cols, latent_cols = slice(2, 2 + v), slice(2 + v, 2 + 2 * v)
-        return -self._combine(terms[:, recon_cols], terms[:, latent_cols], recon_cols, latent_cols)
+        columns = {
+            "reconstruction": slice(2, 2 + v),
+            "latent": slice(2 + v, 2 + 2 * v),
+            "mahalanobis": slice(3 + 2 * v, 3 + 3 * v),
+        }
+        return -self._combine(terms, columns)
+
+    def _score_columns(self):
+        # The total reconstruction error, ||z||, every view's reconstruction
+        # error, every view's ||z_v||, the distance of z, every view's of z_v.
+        v = self.n_views_
+        return {
+            "reconstruction": slice(0, 1),
+            "latent": slice(1, 2),
+            "mahalanobis": slice(2 + 2 * v, 3 + 2 * v),
+        }
+
+    def _gaussian_blocks(self):
+        # The joint Gaussian of the concatenated code, then its marginal for
+        # every view's code (the same mean and covariance, restricted).
+        blocks = super()._gaussian_blocks()
+        d = len(self.latent_location_) // self.n_views_
+        for v in range(self.n_views_):
+            idx = np.arange(v * d, (v + 1) * d)
+            blocks.append((idx, self.latent_location_[idx], self.latent_covariance_[np.ix_(idx, idx)]))
+        return blocks
 
     @property
     def _n_features_out(self):

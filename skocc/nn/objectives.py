@@ -25,15 +25,54 @@ from .losses import (
 )
 
 __all__ = [
+    "SCORE_TERMS",
     "SCORE_TYPES",
     "AutoencoderObjective",
+    "LatentGaussian",
     "MultiViewAutoencoderObjective",
     "SelfSupervisedObjective",
     "combine_score_terms",
 ]
 
-#: The autoencoders' score types: which terms make the anomaly score.
-SCORE_TYPES = ("latent", "reconstruction", "combined")
+#: The autoencoders' score types, and the score terms each one adds up
+#: (standardised, where there are two).
+SCORE_TERMS = {
+    "reconstruction": ("reconstruction",),
+    "latent": ("latent",),
+    "mahalanobis": ("mahalanobis",),
+    "combined": ("reconstruction", "latent"),
+    "reconstruction+mahalanobis": ("reconstruction", "mahalanobis"),
+}
+SCORE_TYPES = tuple(SCORE_TERMS)
+
+
+class LatentGaussian(nn.Module):
+    """Mahalanobis distances of latent codes under fitted Gaussians, in float64.
+
+    One Gaussian per block of code entries: ``blocks`` is a sequence of
+    ``(indices, location, whitening)``, where ``whitening`` is the matrix
+    ``W`` with ``W W^T`` the inverse covariance, so that the distance of a
+    code ``z`` is ``||(z[indices] - location) W||``. ``forward(z)`` returns
+    one column per block, shape ``(n, n_blocks)``. Matrix products only: the
+    graph of :func:`skocc.export_onnx` computes it as it is.
+    """
+
+    def __init__(self, blocks) -> None:
+        super().__init__()
+        self.n_blocks = len(blocks)
+        for i, (indices, location, whitening) in enumerate(blocks):
+            self.register_buffer(f"indices{i}", torch.as_tensor(indices, dtype=torch.long))
+            self.register_buffer(f"location{i}", torch.as_tensor(location, dtype=torch.float64))
+            self.register_buffer(f"whitening{i}", torch.as_tensor(whitening, dtype=torch.float64))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = z.flatten(1).double()
+        distances = []
+        for i in range(self.n_blocks):
+            block = z.index_select(1, getattr(self, f"indices{i}"))
+            white = (block - getattr(self, f"location{i}")) @ getattr(self, f"whitening{i}")
+            distances.append(white.pow(2).sum(dim=1).sqrt())
+        return torch.stack(distances, dim=1)
 
 
 class AutoencoderObjective(nn.Module):
@@ -89,9 +128,14 @@ class AutoencoderObjective(nn.Module):
         z = output[2]
         return self.diversity_weight * feature_diversity(z, self.diversity, self.diversity_gamma)
 
-    def score_terms(self, output) -> torch.Tensor:
-        """``(n, 2)``: the reconstruction error and the latent norm of every sample."""
-        return torch.stack([self.reconstruction(output), self.latent(output)], dim=1)
+    def score_terms(self, output, gaussian=None) -> torch.Tensor:
+        """``(n, 2)``: the reconstruction error and the latent norm of every sample.
+
+        With a :class:`LatentGaussian`, its distances follow as further
+        columns, and the terms are float64.
+        """
+        terms = torch.stack([self.reconstruction(output), self.latent(output)], dim=1)
+        return _with_distances(terms, output, gaussian)
 
     def pixel_map(self, output, size) -> torch.Tensor:
         """Per-pixel reconstruction error at ``size`` (bilinear resizing), shape ``(..., H, W)``.
@@ -116,7 +160,8 @@ class MultiViewAutoencoderObjective(AutoencoderObjective):
     The reconstruction term is the sum of the views' errors,
     ``sum_v ||x_v - x_hat_v||``, and ``z`` is the concatenation of the views'
     codes. The score terms are the total reconstruction error and ``||z||``,
-    then every view's reconstruction error, then every view's ``||z_v||``.
+    then every view's reconstruction error, then every view's ``||z_v||``
+    (then, with a :class:`LatentGaussian`, its distances).
     """
 
     def reconstruction(self, output) -> torch.Tensor:
@@ -127,13 +172,19 @@ class MultiViewAutoencoderObjective(AutoencoderObjective):
         x, x_hat = output[:2]
         return per_view_reconstruction_error(x, x_hat, self.norm)
 
-    def score_terms(self, output) -> torch.Tensor:
+    def score_terms(self, output, gaussian=None) -> torch.Tensor:
         x, _, z = output[:3]
         n, n_views = x.shape[:2]
         recon_v = self.view_reconstruction(output)
         latent_v = latent_norm(z.view(n * n_views, -1), self.norm).view(n, n_views)
         total = torch.stack([recon_v.sum(dim=1), self.latent(output)], dim=1)
-        return torch.cat([total, recon_v, latent_v], dim=1)
+        return _with_distances(torch.cat([total, recon_v, latent_v], dim=1), output, gaussian)
+
+
+def _with_distances(terms, output, gaussian):
+    if gaussian is None:
+        return terms
+    return torch.cat([terms.double(), gaussian(output[2])], dim=1)
 
 
 class SelfSupervisedObjective(nn.Module):
@@ -166,19 +217,22 @@ class SelfSupervisedObjective(nn.Module):
         return nt_xent(prediction, self.temperature)
 
 
-def combine_score_terms(score_type, recon, latent, mean, std, recon_stats, latent_stats):
-    """The anomaly score of ``score_type`` from its two terms.
+def combine_score_terms(score_type, terms, mean, std):
+    """The anomaly score of ``score_type`` from its terms.
 
-    ``recon_stats`` and ``latent_stats`` index the training means ``mean`` and
-    standard deviations ``std``: ``"reconstruction"`` and ``"latent"`` are
-    the terms themselves, ``"combined"`` the sum of both standardised. Plain
-    arithmetic and indexing, so the same function combines NumPy arrays in
-    ``score_samples`` and tensors in the graph of :func:`skocc.export_onnx`.
+    ``terms`` maps the name of every term (``"reconstruction"``, ``"latent"``,
+    ``"mahalanobis"``) to ``(values, stats)``, where ``stats`` indexes the
+    training means ``mean`` and standard deviations ``std`` of those values.
+    A score type of one term (:data:`SCORE_TERMS`) is that term itself; one
+    of two is the sum of both, each standardised. Plain arithmetic and
+    indexing, so the same function combines NumPy arrays in ``score_samples``
+    and tensors in the graph of :func:`skocc.export_onnx`.
     """
-    if score_type == "reconstruction":
-        return recon
-    if score_type == "latent":
-        return latent
-    return (recon - mean[recon_stats]) / std[recon_stats] + (
-        latent - mean[latent_stats]
-    ) / std[latent_stats]
+    names = SCORE_TERMS[score_type]
+    if len(names) == 1:
+        return terms[names[0]][0]
+    total = 0.0
+    for name in names:
+        values, stats = terms[name]
+        total = total + (values - mean[stats]) / std[stats]
+    return total

@@ -110,44 +110,6 @@ def _n_score_terms(checked):
     return 3 + 3 * checked["n_views_"] if "n_views_" in checked else 3
 
 
-def _code_size(estimator, checked):
-    # The latent_dim of every view's code, as the file's parameters set it.
-    latent_dim = getattr(estimator, "latent_dim", None)
-    if not (isinstance(latent_dim, Integral) and latent_dim >= 1):
-        raise _Expected("the Gaussian of codes of a positive integer latent_dim")
-    return int(latent_dim) * checked.get("n_views_", 1)
-
-
-def _check_latent_location(value, estimator, checked):
-    n = _code_size(estimator, checked)
-    if not _float_vector(value, n):
-        raise _Expected(f"a float array of shape ({n},), finite (latent_dim entries per view)")
-    return value.astype(np.float64)
-
-
-def _check_latent_covariance(value, estimator, checked):
-    from .detectors import ridged_cholesky
-
-    n = _code_size(estimator, checked)
-    shape_ok = (
-        isinstance(value, np.ndarray)
-        and value.dtype.kind == "f"
-        and value.shape == (n, n)
-        and bool(np.isfinite(value).all())
-        and bool(np.array_equal(value, value.T))
-    )
-    if shape_ok:
-        try:
-            ridged_cholesky(value.astype(np.float64))
-        except np.linalg.LinAlgError:
-            shape_ok = False
-    if not shape_ok:
-        raise _Expected(
-            f"a finite, symmetric, positive semi-definite float array of shape ({n}, {n})"
-        )
-    return value.astype(np.float64)
-
-
 def _float_vector(value, length):
     return (
         isinstance(value, np.ndarray)
@@ -155,6 +117,64 @@ def _float_vector(value, length):
         and value.shape == (length,)
         and bool(np.isfinite(value).all())
     )
+
+
+def _check_latent_location(value, estimator, checked):
+    # Its length is checked against the network's code in check_code_size,
+    # once the network is known to match the file's parameters.
+    if not (
+        isinstance(value, np.ndarray)
+        and value.dtype.kind == "f"
+        and value.ndim == 1
+        and value.size >= 1
+        and bool(np.isfinite(value).all())
+    ):
+        raise _Expected("a non-empty 1-D float array, finite")
+    return value.astype(np.float64)
+
+
+def _check_latent_covariance(value, estimator, checked):
+    from .detectors import ridged_cholesky
+
+    n = checked["latent_location_"].size if "latent_location_" in checked else None
+    valid = (
+        isinstance(value, np.ndarray)
+        and value.dtype.kind == "f"
+        and value.ndim == 2
+        and value.shape[0] == value.shape[1]
+        and (n is None or value.shape[0] == n)
+        and bool(np.isfinite(value).all())
+        and bool(np.array_equal(value, value.T))
+    )
+    if valid:
+        try:
+            ridged_cholesky(value.astype(np.float64))
+        except np.linalg.LinAlgError:
+            valid = False
+    if not valid:
+        size = "n" if n is None else n
+        raise _Expected(
+            "a finite, symmetric, positive semi-definite float array of shape "
+            f"({size}, {size}) (latent_location_'s length)"
+        )
+    return value.astype(np.float64)
+
+
+def check_code_size(estimator, invalid):
+    """Refuse a latent Gaussian whose size is not that of the network's code.
+
+    Called once the network is known to be the one the parameters describe.
+    """
+    location = getattr(estimator, "latent_location_", None)
+    if location is None:
+        return
+    size = int(estimator.latent_dim) * int(getattr(estimator, "n_views_", 1))
+    if location.size != size:
+        raise invalid(
+            f"its latent Gaussian (latent_location_, latent_covariance_) has {location.size} "
+            f"entries, but the network's code has {size} (latent_dim={estimator.latent_dim} "
+            f"per view)"
+        )
 
 
 def _check_score_mean(value, estimator, checked):

@@ -263,7 +263,9 @@ def export_onnx(model, path, *, input_layout="auto", input_dtype="uint8", opset=
     >>> skocc.export_onnx(model, path, input_dtype="uint8")
     >>> session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     >>> score, decision, maps = session.run(None, {"images": X[:5, None]})
-    >>> bool(np.allclose(score, model.score_samples(X[:5]), rtol=1e-5))
+    >>> # float32 networks in two runtimes: equal to about 1e-5 of the terms,
+    >>> # which the default score divides by their training spread.
+    >>> bool(np.allclose(score, model.score_samples(X[:5]), rtol=1e-5, atol=1e-4))
     True
     >>> maps.shape
     (5, 8, 8)

@@ -29,6 +29,7 @@ from skorch.history import History
 from ._file_checks import (
     _check_attributes,
     _check_tensors,
+    check_code_size,
     _not_safetensors,
     _read_safetensors_header,
 )
@@ -346,6 +347,7 @@ def load(path, *, device=None):
     header = _parse_header(text, invalid)
     estimator, history = _restore(header, invalid)
     _check_tensors(estimator, declared, invalid)
+    check_code_size(estimator, invalid)
     estimator.device_ = device if device is not None else _saved_device(estimator, path)
     # Only now, with the file known to hold exactly the network's tensors, are
     # its weights read.

@@ -10,16 +10,16 @@ from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import TransformerTags
 from sklearn.utils.validation import check_is_fitted
 
-from ._docstrings import fill_doc
+from ._docstrings import fill_doc, with_defaults
 from ._engine import OneClassNet
 from ._explain import EXPLAIN_DOC, check_explain_arguments, explain_images
 from ._outlier import standardisation
 from ._score_graph import AutoencoderGraph
 from ._sklearn_compat import StrOptions
 from .base import BaseDeepOneClass, StrictInterval
+from .detectors import ridged_cholesky, shrunk_gaussian, whitening
 from .nn import ConvAutoencoder, ImagePreprocess
 from .nn.losses import DIVERSITIES, NORMS
-from .detectors import ridged_cholesky, shrunk_gaussian, whitening
 from .nn.objectives import (
     SCORE_TYPES,
     AutoencoderObjective,
@@ -42,6 +42,7 @@ def _check_channels(channels):
     return tuple(int(c) for c in channels)
 
 
+@with_defaults(batch_size=16)
 @fill_doc
 class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeepOneClass):
     """Convolutional autoencoder one-class classifier with targeted collapse.
@@ -65,25 +66,32 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
     rescale the code for free, so shrinking ``z`` costs reconstruction quality
     (see :class:`skocc.nn.ConvDecoder`).
 
-    Which score to trust depends on the data, and skocc's benchmarks measured
-    it: the reconstruction error was the robust one (COIL-20 photographs,
-    MNIST), while ``||z||`` was informative on the 8 x 8 digits at ``beta=1``
-    but ranked anomalies as *more* normal on COIL-20 (the encoder learns to
-    pass what normal images need, so unseen objects get smaller codes). The
-    defaults are therefore ``score_type="reconstruction"`` and ``beta=0``: with
-    the reconstruction score, ``beta=0.1`` scored below ``beta=0`` on the
-    digits and an MNIST subsample, and level on COIL-20 (:doc:`/benchmarks`).
-    Set ``beta > 0`` for the latent and combined scores.
+    After training, ``fit`` models the codes of the training images with one
+    Gaussian (their mean and Ledoit-Wolf covariance, ``latent_location_`` and
+    ``latent_covariance_``), and the default score adds two standardised terms:
+    how badly the image is reconstructed, and how far its code lies from the
+    normal codes in the Mahalanobis distance of that Gaussian
+    (``score_type="reconstruction+mahalanobis"``). The reconstruction error
+    was the better term on small, clean data sets and the Mahalanobis
+    distance on larger, more varied ones; their sum was never far from the
+    better of the two (:doc:`/benchmarks`).
+
+    The latent norm ``||z||`` alone (``score_type="latent"``, the score of
+    the targeted-collapse papers) is unreliable: it measures how strongly
+    the encoder responds to an image, which follows the image's brightness
+    and is *lower* for unfamiliar images, so it ranked anomalies as more
+    normal than normal images on every data set measured at ``beta=0``, and
+    on COIL-20 also at ``beta=0.1``. The distance of a code from the normal
+    codes, with their covariance, does not invert.
 
     Parameters
     ----------
     beta : float, default=0.0
-        Weight of the latent-norm penalty. 0 trains a plain autoencoder (whose
-        latent norm is no anomaly score: it ranked anomalies as more normal on
-        every data set we measured). From about 0.3 on, with ``norm="l2"``, the
-        decoder's output stays close to a template of the normal class and the
-        information moves into ``||z||``; on the digits, ``beta=1`` with
-        ``score_type="combined"`` was the best setting (the demo uses it).
+        Weight of the latent-norm penalty. 0 trains a plain autoencoder. From
+        about 0.3 on, with ``norm="l2"``, the decoder's output stays close to a
+        template of the normal class and the information moves into ``||z||``;
+        on the 8 x 8 digits, ``beta=1`` with ``score_type="combined"`` scored
+        well (the demo uses it), but not on photographs (COIL-20).
     latent_dim : int, default=64
         Size of the latent code ``z``.
     channels : tuple of int, default=(32, 64, 128)
@@ -92,14 +100,19 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
     norm : {"l2", "squared_l2"}, default="l2"
         Whether both loss terms (and the scores) are Euclidean norms or their
         squares.
-    score_type : {"reconstruction", "latent", "combined"}, default="reconstruction"
-        Anomaly score: ``"latent"`` is ``||z||``; ``"reconstruction"`` is
-        ``||x - x_hat||``; ``"combined"`` standardises each of the two with its
-        mean and standard deviation on the training images and adds them, so
-        neither dominates through its scale. (Not named ``score``: that name
-        is scikit-learn's method for ``estimator.score(X, y)``.) Changing it
-        after ``fit`` changes the scores at once but not ``offset_``: call
-        ``calibrate`` with normal images (or refit) to move the threshold too.
+    score_type : {"reconstruction+mahalanobis", "reconstruction", "mahalanobis", \
+"latent", "combined"}, default="reconstruction+mahalanobis"
+        Anomaly score: ``"reconstruction"`` is ``||x - x_hat||``;
+        ``"mahalanobis"`` is the Mahalanobis distance of ``z`` under the
+        Gaussian of the training codes; ``"latent"`` is ``||z||``. The two
+        sums standardise each of their terms with its mean and standard
+        deviation on the training images and add them, so that neither
+        dominates through its scale: ``"reconstruction+mahalanobis"`` and
+        ``"combined"`` (reconstruction and ``||z||``, the targeted-collapse
+        papers' combination). (Not named ``score``: that name is
+        scikit-learn's method for ``estimator.score(X, y)``.) Changing it
+        after ``fit`` changes the scores and moves ``offset_`` with them
+        (from the score terms of the calibration images, which are kept).
     lipschitz_decoder : bool, default=True
         Spectrally normalise every decoder layer. Turn off only to reproduce
         unconstrained autoencoders; the latent score then carries little
@@ -112,11 +125,17 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
     Attributes
     ----------
     {{fitted_attributes}}
-    score_mean_ : ndarray of shape (2,)
-        Mean of the reconstruction error and of the latent norm on the training
-        images (used by ``score_type="combined"``).
-    score_std_ : ndarray of shape (2,)
+    score_mean_ : ndarray of shape (3,)
+        Mean of the reconstruction error, the latent norm and the Mahalanobis
+        distance of the code on the training images (used by the score types
+        that add two terms).
+    score_std_ : ndarray of shape (3,)
         Their standard deviations (1 where a term is constant).
+    latent_location_ : ndarray of shape (`latent_dim`,)
+        Mean code of the training images.
+    latent_covariance_ : ndarray of shape (`latent_dim`, `latent_dim`)
+        Ledoit-Wolf covariance of their codes. ``fit`` refuses a
+        ``latent_dim`` whose covariance would not fit in host memory.
 
     See Also
     --------
@@ -260,6 +279,17 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         # Exactly symmetric, so that a saved model's covariance can be checked for it.
         self.latent_covariance_ = (covariance + covariance.T) / 2
         super()._after_fit(images, held_out)
+
+    def _code_size(self):
+        """Entries of the code the latent Gaussian models."""
+        return int(self.latent_dim)
+
+    def _host_fit_memory(self):
+        # The covariance of the codes, Ledoit-Wolf's empirical one, the
+        # Cholesky factor and the whitening matrix: four d x d float64 arrays.
+        d = self._code_size()
+        what = f"the Gaussian of its latent codes (four {d} x {d} float64 matrices)"
+        return 4 * 8 * d * d, what, f"latent_dim={self.latent_dim!r}"
 
     def _gaussian_blocks(self):
         """``(code indices, location, covariance)`` of every Gaussian in the score terms."""

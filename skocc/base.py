@@ -211,11 +211,11 @@ class BaseDeepImageModel(BaseEstimator):
         """
         available = available_memory(self.device_)
         if available is None:
-            return
+            return self._check_host_memory()
         n_params, activations = self._network_footprint(images.dtype)
         needed = 16 * n_params + activations
         if needed <= available:
-            return
+            return self._check_host_memory()
         sizes = ", ".join(
             f"{name}={getattr(self, name)!r}" for name in self._SIZE_PARAMS if hasattr(self, name)
         )
@@ -226,6 +226,22 @@ class BaseDeepImageModel(BaseEstimator):
             f"for one batch), but {available / 2**30:.3g} GiB is available. The sizes come "
             f"from the input shape {self.input_shape_} and {sizes}: reduce them."
         )
+
+    def _host_fit_memory(self):
+        """Hook: host memory that fitting needs besides the network.
+
+        ``(bytes, what needs them, the parameters that set their size)``.
+        """
+        return 0, "", ""
+
+    def _check_host_memory(self):
+        needed, what, params = self._host_fit_memory()
+        available = available_memory("cpu") if needed else None
+        if available is not None and needed > available:
+            raise ValueError(
+                f"{type(self).__name__} would need about {needed / 2**30:.3g} GiB of host memory "
+                f"for {what}, but {available / 2**30:.3g} GiB is available: reduce {params}."
+            )
 
     def _network_footprint(self, dtype):
         """Parameter count and training activation bytes of one batch."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from ._docstrings import fill_doc
+from ._docstrings import fill_doc, with_defaults
 from .autoencoder import ConvAEOneClass
 from .nn import MultiViewConvAutoencoder
 from .nn.objectives import MultiViewAutoencoderObjective
@@ -13,6 +13,7 @@ from .nn.objectives import MultiViewAutoencoderObjective
 __all__ = ["MultiViewConvAEOneClass"]
 
 
+@with_defaults(batch_size=16)
 @fill_doc
 class MultiViewConvAEOneClass(ConvAEOneClass):
     """Multi-view convolutional autoencoder one-class classifier.
@@ -30,10 +31,12 @@ class MultiViewConvAEOneClass(ConvAEOneClass):
     (both norms squared with ``norm="squared_l2"``, the paper's form). The
     paper's anomaly score is the distance of ``z`` from the origin
     (``score_type="latent"``) and its threshold the 95th percentile of the
-    training scores (``contamination=0.05``). The default score here is the
-    reconstruction error, for the reason :class:`ConvAEOneClass` gives: on
-    COIL-20 pose pairs ``||z||`` ranked other objects as more normal (see the
-    benchmarks page). With ``V = 1`` the model is :class:`ConvAEOneClass`.
+    training scores (``contamination=0.05``). The default score here is that
+    of :class:`ConvAEOneClass`, for the reason it gives: the reconstruction
+    error plus the Mahalanobis distance of ``z`` under the Gaussian of the
+    training codes, since on COIL-20 pose pairs ``||z||`` ranked other
+    objects as more normal (see the benchmarks page). With ``V = 1`` the
+    model is :class:`ConvAEOneClass`.
 
     Input is one array with a view axis after the sample axis, so
     cross-validation can index it: ``(n, V, H, W)``, ``(n, V, C, H, W)``,
@@ -61,11 +64,15 @@ class MultiViewConvAEOneClass(ConvAEOneClass):
     norm : {"l2", "squared_l2"}, default="l2"
         Whether both loss terms (and the scores) are Euclidean norms or their
         squares.
-    score_type : {"reconstruction", "latent", "combined"}, default="reconstruction"
+    score_type : {"reconstruction+mahalanobis", "reconstruction", "mahalanobis", \
+"latent", "combined"}, default="reconstruction+mahalanobis"
         Anomaly score: ``"reconstruction"`` is ``sum_v ||x_v - x_hat_v||``;
-        ``"latent"`` is ``||z||`` (the paper's); ``"combined"`` standardises the two with
-        training statistics and adds them. Changing it after ``fit`` changes
-        the scores but not ``offset_`` (``calibrate`` moves it).
+        ``"mahalanobis"`` the Mahalanobis distance of the concatenated code
+        ``z`` under the Gaussian of the training codes; ``"latent"`` is
+        ``||z||`` (the paper's); the two sums standardise their terms with
+        training statistics and add them (``"combined"``: reconstruction and
+        ``||z||``). Changing it after ``fit`` changes the scores and moves
+        ``offset_`` with them.
     lipschitz_decoder : bool, default=True
         Spectrally normalise every decoder layer (see :class:`ConvAEOneClass`).
     {{diversity_params}}
@@ -78,11 +85,17 @@ class MultiViewConvAEOneClass(ConvAEOneClass):
     {{fitted_attributes}}
     n_views_ : int
         Number of views ``V``.
-    score_mean_ : ndarray of shape (2 + 2 * `n_views_`,)
+    score_mean_ : ndarray of shape (3 + 3 * `n_views_`,)
         Training means of: the total reconstruction error, ``||z||``, each
-        view's reconstruction error, each view's code norm ``||z_v||``.
-    score_std_ : ndarray of shape (2 + 2 * `n_views_`,)
+        view's reconstruction error, each view's code norm ``||z_v||``, the
+        Mahalanobis distance of ``z``, that of each view's code ``z_v`` (under
+        the Gaussian's marginal for that view).
+    score_std_ : ndarray of shape (3 + 3 * `n_views_`,)
         Their standard deviations (1 where a term is constant).
+    latent_location_ : ndarray of shape (`n_views_` * `latent_dim`,)
+        Mean concatenated code of the training samples.
+    latent_covariance_ : ndarray of shape (`n_views_` * `latent_dim`, `n_views_` * `latent_dim`)
+        Ledoit-Wolf covariance of their concatenated codes.
 
     See Also
     --------
@@ -196,13 +209,15 @@ class MultiViewConvAEOneClass(ConvAEOneClass):
         """Each view's contribution to the normality score (higher = more normal).
 
         Per view: ``-||z_v||`` for ``score_type="latent"``, ``-||x_v - x_hat_v||``
-        for ``"reconstruction"``, and the sum of the two standardised with that
-        view's training statistics for ``"combined"``. The view with the lowest
+        for ``"reconstruction"``, the Mahalanobis distance of ``z_v`` under
+        the marginal of the codes' Gaussian for that view for
+        ``"mahalanobis"``, and for the sums, their two terms standardised with
+        that view's training statistics. The view with the lowest
         value made the sample look anomalous. The reconstruction contributions
         add up to the total score; the latent ones do with
         ``norm="squared_l2"``, while with ``"l2"`` they are the views' own norms
-        (``||z|| = sqrt(sum_v ||z_v||^2)``); the combined ones are standardised
-        per view and do not add up.
+        (``||z|| = sqrt(sum_v ||z_v||^2)``); the Mahalanobis distances and the
+        sums do not add up.
 
         Parameters
         ----------
@@ -232,6 +247,9 @@ class MultiViewConvAEOneClass(ConvAEOneClass):
             "latent": slice(1, 2),
             "mahalanobis": slice(2 + 2 * v, 3 + 2 * v),
         }
+
+    def _code_size(self):
+        return int(self.latent_dim) * int(self.input_shape_[0])
 
     def _gaussian_blocks(self):
         # The joint Gaussian of the concatenated code, then its marginal for

@@ -35,7 +35,11 @@ def estimators():
     for score_type in ("reconstruction", "latent", "combined"):
         out.append((f"convae_{score_type}", ConvAEOneClass(score_type=score_type, beta=0.1, **_AE)))
     out += [
-        ("convae_image_resized", ConvAEOneClass(normalize="image", resolution=12, **_AE)),
+        (
+            # The score type the pins were made with, before the default changed.
+            "convae_image_resized",
+            ConvAEOneClass(normalize="image", resolution=12, score_type="reconstruction", **_AE),
+        ),
         ("multiview_combined", MultiViewConvAEOneClass(score_type="combined", beta=0.1, **_AE)),
         (
             "two_stage_rotation",

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
+from sklearn.covariance import LedoitWolf
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV
@@ -19,6 +20,7 @@ from skorch.callbacks import Callback, EarlyStopping
 from skorch.exceptions import DeviceWarning
 
 from skocc import ConvAEOneClass
+from skocc.nn.objectives import SCORE_TYPES
 
 from ._settings import FAST
 
@@ -30,7 +32,7 @@ def fitted(digits):
 
 
 # ---------------------------------------------------------------- contract
-@pytest.mark.parametrize("score_type", ["combined", "latent", "reconstruction"])
+@pytest.mark.parametrize("score_type", SCORE_TYPES)
 def test_outlier_contract_on_images(digits, score_type):
     """sklearn's check_outliers_train, on images instead of 2-D blobs."""
     X_train, X_test, y_train, _ = digits
@@ -88,6 +90,43 @@ def test_latent_score_carries_information(digits):
     model = ConvAEOneClass(**{**FAST, "max_epochs": 30, "score_type": "latent", "beta": 1.0})
     model.fit(X_train[y_train == 0])
     assert roc_auc_score(y_test == 0, model.score_samples(X_test)) > 0.9
+
+
+def test_mahalanobis_score_is_the_distance_under_the_training_codes_gaussian(digits):
+    X_train, X_test, y_train, _ = digits
+    X = X_train[y_train == 2]
+    model = ConvAEOneClass(**FAST, calibration="train", score_type="mahalanobis").fit(X)
+    codes, test_codes = model.encode(X).astype(np.float64), model.encode(X_test).astype(np.float64)
+    gaussian = LedoitWolf().fit(codes)
+    np.testing.assert_allclose(model.latent_location_, codes.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(model.latent_covariance_, gaussian.covariance_, rtol=1e-12)
+    distance = np.sqrt(gaussian.mahalanobis(test_codes))
+    # The ridge of 1e-10 times the trace is the only difference from scikit-learn's.
+    np.testing.assert_allclose(-model.score_samples(X_test), distance, rtol=1e-5)
+
+    model.set_params(score_type="reconstruction+mahalanobis")
+    train_error = -model.set_params(score_type="reconstruction").score_samples(X)
+    test_error = -model.score_samples(X_test)
+    train_distance = np.sqrt(gaussian.mahalanobis(codes))
+    expected = (test_error - train_error.mean()) / train_error.std() + (
+        distance - train_distance.mean()
+    ) / train_distance.std()
+    model.set_params(score_type="reconstruction+mahalanobis")
+    np.testing.assert_allclose(-model.score_samples(X_test), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_latent_gaussian_is_fitted_on_the_training_part_only(digits):
+    X_train, _, y_train, _ = digits
+    X = X_train[y_train == 4]
+    model = ConvAEOneClass(**FAST, score_type="mahalanobis").fit(X)  # 20 % held out
+    # The held-out images are those whose distances the calibration terms hold.
+    distances = -model.score_samples(X)
+    held = np.isclose(distances[:, None], model.calibration_terms_[None, :, 2], rtol=1e-9).any(axis=1)
+    assert held.sum() == len(model.calibration_terms_) < len(X)
+    codes = model.encode(X).astype(np.float64)
+    np.testing.assert_allclose(model.latent_location_, codes[~held].mean(axis=0), rtol=1e-6)
+    assert not np.allclose(model.latent_location_, codes.mean(axis=0), rtol=1e-3)
+    np.testing.assert_array_equal(model.latent_covariance_, model.latent_covariance_.T)
 
 
 def test_determinism_and_global_rng_untouched(digits):

@@ -195,7 +195,12 @@ def _views(n_views, share_weights=False):
 
     def edit(h):
         h["params"]["share_weights"] = share_weights
-        terms = 2 + 2 * n_views
+        terms = 3 + 3 * n_views
+        code = h["params"]["latent_dim"] * n_views
+        if code <= 1024:  # else too big to write: such a file is refused for its size first
+            h["attributes"].update(
+                latent_location_=_array(np.zeros(code)), latent_covariance_=_array(np.eye(code))
+            )
         h["attributes"].update(
             n_views_=n_views,
             image_shape_=_shape(n_views, 1, 8, 8),
@@ -399,41 +404,71 @@ CASES = [
         r"calibration_scores_ must be scores around offset_=100\.0",
     ),
     Case(
-        "zero score_std_", ATTRIBUTES, _edit("ae", _attrs(score_std_=_array([1.0, 0.0]))),
-        r"score_std_ must be a float array of shape \(2,\), finite and > 0; "
-        r"got array\(\[1., 0.\]\)",
+        "zero score_std_", ATTRIBUTES, _edit("ae", _attrs(score_std_=_array([1.0, 0.0, 1.0]))),
+        r"score_std_ must be a float array of shape \(3,\), finite and > 0; "
+        r"got array\(\[1., 0., 1.\]\)",
     ),
     Case(
-        "infinite score_std_", ATTRIBUTES, _edit("ae", _attrs(score_std_=_array([1.0, np.inf]))),
-        r"score_std_ must be a float array of shape \(2,\), finite and > 0; "
-        r"got array\(\[ 1., inf\]",
+        "infinite score_std_", ATTRIBUTES, _edit("ae", _attrs(score_std_=_array([1.0, np.inf, 1.0]))),
+        r"score_std_ must be a float array of shape \(3,\), finite and > 0; "
+        r"got array\(\[ 1., inf,  1.\]",
     ),
     Case(
-        "negative score_std_", ATTRIBUTES, _edit("ae", _attrs(score_std_=_array([1.0, -2.0]))),
-        r"score_std_ must be a float array of shape \(2,\), finite and > 0; "
-        r"got array\(\[ 1., -2.\]",
+        "negative score_std_", ATTRIBUTES, _edit("ae", _attrs(score_std_=_array([1.0, -2.0, 1.0]))),
+        r"score_std_ must be a float array of shape \(3,\), finite and > 0; "
+        r"got array\(\[ 1., -2.,  1.\]",
     ),
     Case(
         "score_std_ of the wrong length", ATTRIBUTES,
-        _edit("ae", _attrs(score_std_=_array([1.0, 1.0, 1.0]))),
-        r"score_std_ must be a float array of shape \(2,\).*got .* of shape \(3,\)",
+        _edit("ae", _attrs(score_std_=_array([1.0, 1.0]))),
+        r"score_std_ must be a float array of shape \(3,\).*got .* of shape \(2,\)",
     ),
     Case(
         "multi-view score_std_ of the wrong length", ATTRIBUTES,
         _edit("mv", _attrs(score_std_=_array([1.0, 1.0]))),
-        r"score_std_ must be a float array of shape \(6,\), finite and > 0; got .* of shape \(2,\)",
+        r"score_std_ must be a float array of shape \(9,\), finite and > 0; got .* of shape \(2,\)",
     ),
     Case(
-        "NaN score_mean_", ATTRIBUTES, _edit("ae", _attrs(score_mean_=_array([np.nan, 1.0]))),
-        r"score_mean_ must be a float array of shape \(2,\), finite; got array\(\[nan,  1.\]\)",
+        "NaN score_mean_", ATTRIBUTES,
+        _edit("ae", _attrs(score_mean_=_array([np.nan, 1.0, 1.0]))),
+        r"score_mean_ must be a float array of shape \(3,\), finite; got array\(\[nan,  1.,  1.\]\)",
     ),
     Case(
-        "2-D score_mean_", ATTRIBUTES, _edit("ae", _attrs(score_mean_=_array([[1.0, 1.0]]))),
-        r"score_mean_ must be a float array of shape \(2,\), finite; got .* of shape \(1, 2\)",
+        "2-D score_mean_", ATTRIBUTES, _edit("ae", _attrs(score_mean_=_array([[1.0, 1.0, 1.0]]))),
+        r"score_mean_ must be a float array of shape \(3,\), finite; got .* of shape \(1, 3\)",
     ),
     Case(
-        "integer score_mean_", ATTRIBUTES, _edit("ae", _attrs(score_mean_=_array([1, 1], "<i8"))),
-        r"score_mean_ must be a float array of shape \(2,\), finite; got .* and dtype int64",
+        "integer score_mean_", ATTRIBUTES,
+        _edit("ae", _attrs(score_mean_=_array([1, 1, 1], "<i8"))),
+        r"score_mean_ must be a float array of shape \(3,\), finite; got .* and dtype int64",
+    ),
+    Case(
+        "latent Gaussian of another size than the code", ATTRIBUTES,
+        _edit("ae", _attrs(latent_location_=_array(np.zeros(5)), latent_covariance_=_array(np.eye(5)))),
+        r"its latent Gaussian \(latent_location_, latent_covariance_\) has 5 entries, but the "
+        r"network's code has 4 \(latent_dim=4 per view\)",
+    ),
+    Case(
+        "latent_covariance_ of another size than latent_location_", ATTRIBUTES,
+        _edit("ae", _attrs(latent_covariance_=_array(np.eye(5)))),
+        r"latent_covariance_ must be a finite, symmetric, positive semi-definite float array of "
+        r"shape \(4, 4\) \(latent_location_'s length\); got array",
+    ),
+    Case(
+        "asymmetric latent_covariance_", ATTRIBUTES,
+        _edit("ae", _attrs(latent_covariance_=_array(np.eye(4) + np.triu(np.ones((4, 4)), 1)))),
+        r"latent_covariance_ must be a finite, symmetric, positive semi-definite float array of "
+        r"shape \(4, 4\)",
+    ),
+    Case(
+        "indefinite latent_covariance_", ATTRIBUTES,
+        _edit("ae", _attrs(latent_covariance_=_array(-np.eye(4)))),
+        r"latent_covariance_ must be a finite, symmetric, positive semi-definite float array",
+    ),
+    Case(
+        "multi-view latent Gaussian of one view's size", ATTRIBUTES,
+        _edit("mv", _attrs(latent_location_=_array(np.zeros(4)), latent_covariance_=_array(np.eye(4)))),
+        r"its latent Gaussian .* has 4 entries, but the network's code has 8 \(latent_dim=4 per view\)",
     ),
     Case(
         "negative image side", ATTRIBUTES, _edit("ae", _attrs(image_shape_=_shape(1, -8, 8))),
@@ -607,9 +642,10 @@ def models(tmp_path_factory):
         "mv": MultiViewConvAEOneClass(**_TINY, share_weights=False).fit(
             rng.rand(40, 2, 8, 8).astype(np.float32)
         ),
-        # Two 32 x 80,000 float32 matrices between the code and the features: 20 MB.
-        "big": ConvAEOneClass(**{**_TINY, "latent_dim": 80_000}).fit(
-            rng.rand(40, 8, 8).astype(np.float32)
+        # Two 9,800 x 256 float32 matrices between the features of 140 x 140
+        # images and the code: 20 MB.
+        "big": ConvAEOneClass(**{**_TINY, "latent_dim": 256}).fit(
+            rng.rand(40, 140, 140).astype(np.float32)
         ),
         "ssl": SelfSupervisedFeatures(
             width=4, head_dim=8, pretext="rotation", max_epochs=1, batch_size=32, device="cpu",

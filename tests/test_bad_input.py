@@ -400,6 +400,15 @@ def test_networks_too_large_for_memory_are_refused_before_allocation(small_memor
             r"is available\. .*" + match)
 
 
+def test_latent_gaussian_too_large_for_host_memory_is_refused(small_memory):
+    # A network of 1.3 million parameters, but a 20,000 x 20,000 covariance of its codes.
+    X = np.random.RandomState(0).rand(20, 8, 8).astype(np.float32)
+    _raises(ConvAEOneClass(**{**TINY, "latent_dim": 20_000}).fit, X, ValueError,
+            r"^ConvAEOneClass would need about 11.9 GiB of host memory for the Gaussian of its "
+            r"latent codes \(four 20000 x 20000 float64 matrices\), but 8 GiB is available: "
+            r"reduce latent_dim=20000\.$")
+
+
 def test_image_shape_of_bools_is_refused():
     _raises(ConvAEOneClass(**TINY, image_shape=(True, 64)).fit, np.zeros((4, 64)), ValueError,
             r"image_shape must be a tuple of positive ints .* got \(True, 64\)")

@@ -117,7 +117,9 @@ def test_calibrate_resets_the_threshold_of_a_saved_model(digits_files, tmp_path,
     model_path, calibrated_path = tmp_path / "model.skocc", tmp_path / "calibrated.skocc"
     assert main(["fit", "--data", str(folder / "train.npz"), "--out", str(model_path),
                  *FAST_PARAMS]) == 0
-    normals = np.load(folder / "train.npz")["X"][:40]  # any normal images will do here
+    # Any images will do here; mirrored ones, so that none is an image the
+    # threshold was already set from.
+    normals = np.ascontiguousarray(np.load(folder / "train.npz")["X"][:40][..., ::-1])
     np.save(tmp_path / "normals.npy", normals)
     assert main(["calibrate", "--model", str(model_path), "--data", str(tmp_path / "normals.npy"),
                  "--out", str(calibrated_path)]) == 0

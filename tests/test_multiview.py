@@ -11,6 +11,7 @@ from sklearn.preprocessing import MinMaxScaler
 
 from skocc import ConvAEOneClass, MultiViewConvAEOneClass, stack_views
 from skocc.datasets import one_class_digits_split
+from skocc.nn.objectives import SCORE_TYPES
 
 from ._settings import FAST
 
@@ -60,7 +61,7 @@ def test_per_view_scores_point_at_the_damaged_view(views, share_weights):
     normal = V_test[y_test == 0].copy()
     damaged = normal.copy()
     damaged[:, 1] = V_test[y_test == 1][: len(normal), 0]  # view 1 shows another digit
-    for score_type in ("latent", "reconstruction", "combined"):
+    for score_type in SCORE_TYPES:
         model.set_params(score_type=score_type)
         per_view = model.score_samples_per_view(damaged)
         assert per_view.shape == (len(damaged), 2)
@@ -86,6 +87,26 @@ def test_per_view_contributions_add_up_where_documented(views):
     np.testing.assert_allclose(
         plain.score_samples_per_view(V_test).sum(axis=1), plain.score_samples(V_test), rtol=1e-5
     )
+
+
+def test_per_view_mahalanobis_uses_the_joint_gaussians_marginal(views):
+    V_train, V_test, y_train, _ = views
+    model = MultiViewConvAEOneClass(**FAST, score_type="mahalanobis", calibration="train")
+    model.fit(V_train[y_train == 3])
+    codes = model.encode(V_test).astype(np.float64)
+    d = model.latent_dim
+    assert model.latent_covariance_.shape == (2 * d, 2 * d)
+    expected = []
+    for v in range(2):
+        block = slice(v * d, (v + 1) * d)
+        diff = codes[:, block] - model.latent_location_[block]
+        inverse = np.linalg.inv(model.latent_covariance_[block, block])
+        expected.append(np.sqrt(np.einsum("ni,ij,nj->n", diff, inverse, diff)))
+    np.testing.assert_allclose(-model.score_samples_per_view(V_test), np.stack(expected, 1), rtol=1e-5)
+    diff = codes - model.latent_location_
+    joint = np.sqrt(np.einsum("ni,ij,nj->n", diff, np.linalg.inv(model.latent_covariance_), diff))
+    np.testing.assert_allclose(-model.score_samples(V_test), joint, rtol=1e-5)
+    assert model.calibration_terms_.shape[1] == 3 + 3 * 2
 
 
 @pytest.mark.parametrize(

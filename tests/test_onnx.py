@@ -35,6 +35,7 @@ import skocc
 from skocc import ConvAEOneClass, MultiViewConvAEOneClass, TwoStageOneClass, export_onnx
 from skocc.cli import main
 from skocc.detectors import GaussianKDE
+from skocc.nn.objectives import SCORE_TERMS
 
 from ._settings import FAST, fast_features
 
@@ -91,9 +92,11 @@ def _export(model, path, **options):
 
 
 def _autoencoder_atol(model):
-    if model.score_type == "combined":
-        return TERM_ATOL * float(np.sum(1.0 / model.score_std_[:2]))
-    return TERM_ATOL
+    names = SCORE_TERMS[model.score_type]
+    if len(names) == 1:
+        return TERM_ATOL
+    columns = model._score_columns()
+    return TERM_ATOL * float(sum(1.0 / model.score_std_[columns[name]][0] for name in names))
 
 
 def _two_stage_atol(model):
@@ -155,6 +158,8 @@ def two_stage_gde(images):
         # Downsized with antialiasing, maps sized back up. uint8 with resolution:
         # the kde test below.
         ("combined", "float32", 6),
+        ("mahalanobis", "float32", None),
+        ("reconstruction+mahalanobis", "uint8", 6),
     ],
 )
 def test_autoencoder_scores_match(autoencoders, images, tmp_path, score_type, dtype, resolution):
@@ -173,7 +178,7 @@ def test_autoencoder_scores_match(autoencoders, images, tmp_path, score_type, dt
 def test_multiview_scores_match_channels_last(images, tmp_path):
     X_train, X_test = images
     views = skocc.stack_views(X_train, np.flip(X_train, axis=2))
-    model = MultiViewConvAEOneClass(beta=0.5, score_type="combined", **FAST).fit(views)
+    model = MultiViewConvAEOneClass(beta=0.5, **FAST).fit(views)  # reconstruction+mahalanobis
     test_views = _as_uint8(skocc.stack_views(X_test, np.flip(X_test, axis=2)))
     session = _export(model, tmp_path / "model.onnx", input_layout="channels_last")
     assert session.get_inputs()[0].shape == ["batch", 2, 8, 8, 1]

@@ -16,6 +16,7 @@ from .autoencoder import (
 from .cutpaste import CutPasteBatch, cutpaste, cutpaste_loss
 from .objectives import (
     AutoencoderObjective,
+    LatentGaussian,
     MultiViewAutoencoderObjective,
     SelfSupervisedObjective,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "ConvEncoder",
     "CutPasteBatch",
     "ImagePreprocess",
+    "LatentGaussian",
     "MLPHead",
     "ModuleEncoder",
     "MultiViewAutoencoderObjective",

@@ -6,7 +6,9 @@ import torch
 
 from skocc.losses import autoencoder_loss, latent_norm, reconstruction_error
 from skocc.nn.objectives import (
+    SCORE_TYPES,
     AutoencoderObjective,
+    LatentGaussian,
     MultiViewAutoencoderObjective,
     SelfSupervisedObjective,
     combine_score_terms,
@@ -80,14 +82,58 @@ def test_self_supervised_objective_per_copy():
 
 
 def test_combine_score_terms_on_arrays_and_tensors():
-    recon, latent = np.array([1.0, 3.0]), np.array([2.0, 2.0])
-    mean, std = np.array([1.0, 2.0]), np.array([2.0, 1.0])
-    for kind, expected in [("reconstruction", recon), ("latent", latent), ("combined", [0.0, 1.0])]:
-        got = combine_score_terms(kind, recon, latent, mean, std, slice(0, 1), slice(1, 2))
-        np.testing.assert_allclose(got, expected)
-        as_tensors = [torch.as_tensor(a) for a in (recon, latent, mean, std)]
-        tensor = combine_score_terms(kind, *as_tensors[:2], *as_tensors[2:], slice(0, 1), slice(1, 2))
-        np.testing.assert_allclose(tensor.numpy(), expected)
+    recon, latent, maha = np.array([1.0, 3.0]), np.array([2.0, 2.0]), np.array([4.0, 0.0])
+    mean, std = np.array([1.0, 2.0, 2.0]), np.array([2.0, 1.0, 2.0])
+    cases = [
+        ("reconstruction", recon),
+        ("latent", latent),
+        ("mahalanobis", maha),
+        ("combined", [0.0, 1.0]),
+        ("reconstruction+mahalanobis", [1.0, 0.0]),
+    ]
+    assert {kind for kind, _ in cases} == set(SCORE_TYPES)
+    columns = {"reconstruction": 0, "latent": 1, "mahalanobis": 2}
+    for kind, expected in cases:
+        for to in (np.asarray, torch.as_tensor):
+            values = {"reconstruction": recon, "latent": latent, "mahalanobis": maha}
+            terms = {name: (to(v), columns[name]) for name, v in values.items()}
+            got = combine_score_terms(kind, terms, to(mean), to(std))
+            np.testing.assert_allclose(np.asarray(got), expected)
+
+
+def test_latent_gaussian_is_the_mahalanobis_distance_of_each_block():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(7, 4, generator=g, dtype=torch.float64)
+    a = torch.randn(4, 4, generator=g, dtype=torch.float64)
+    covariance = (a @ a.T + torch.eye(4, dtype=torch.float64)).numpy()
+    location = np.array([0.5, -1.0, 0.0, 2.0])
+    whitening = np.linalg.inv(np.linalg.cholesky(covariance)).T
+    second = np.array([2, 3])
+    sub = covariance[np.ix_(second, second)]
+    gaussian = LatentGaussian(
+        [
+            (np.arange(4), location, whitening),
+            (second, location[second], np.linalg.inv(np.linalg.cholesky(sub)).T),
+        ]
+    )
+    got = gaussian(z.float()).numpy()
+    assert got.shape == (7, 2) and gaussian(z).dtype == torch.float64
+    diff = z.float().double().numpy() - location
+    full = np.sqrt(np.einsum("ni,ij,nj->n", diff, np.linalg.inv(covariance), diff))
+    part = np.sqrt(np.einsum("ni,ij,nj->n", diff[:, second], np.linalg.inv(sub), diff[:, second]))
+    np.testing.assert_allclose(got[:, 0], full, rtol=1e-10)
+    np.testing.assert_allclose(got[:, 1], part, rtol=1e-10)
+
+
+def test_score_terms_append_the_gaussians_distances():
+    output = _output(6, 1, 5, 5, latent=3)
+    gaussian = LatentGaussian([(np.arange(3), np.zeros(3), np.eye(3))])
+    objective = AutoencoderObjective()
+    terms = objective.score_terms(output, gaussian)
+    assert terms.shape == (6, 3) and terms.dtype == torch.float64
+    torch.testing.assert_close(terms[:, :2], objective.score_terms(output).double())
+    # With the identity whitening and zero location, the distance is the code's norm.
+    torch.testing.assert_close(terms[:, 2], output[2].double().norm(dim=1))
 
 
 def test_skocc_nn_imports_torch_only():

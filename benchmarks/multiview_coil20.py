@@ -197,7 +197,7 @@ def recipe_methods(seed, recipe):
 
     Both models get the recipe's parameters, ``beta=0`` unless the recipe sets
     it (``ConvAEOneClass``'s default; ``MultiViewConvAEOneClass`` defaults to
-    0.1) and ``calibration="train"``, and are also read with the code scores.
+    0.1) and ``calibration="train"``, and are read with every score type of the library.
     """
     params = {"beta": 0.0, **RECIPES[recipe]}
     common = dict(random_state=seed, device="cpu", calibration="train", **params)

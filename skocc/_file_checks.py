@@ -168,7 +168,7 @@ def check_code_size(estimator, invalid):
     location = getattr(estimator, "latent_location_", None)
     if location is None:
         return
-    size = int(estimator.latent_dim) * int(getattr(estimator, "n_views_", 1))
+    size = estimator._code_size()
     if location.size != size:
         raise invalid(
             f"its latent Gaussian (latent_location_, latent_covariance_) has {location.size} "

@@ -47,7 +47,7 @@ class AutoencoderGraph(nn.Module):
         # As score_samples and score_map read them: the objective the net was
         # trained with (its norm), the score type as set now.
         self.objective = copy.deepcopy(model.net_.criterion_)
-        self.gaussian = model._latent_gaussian()
+        self.gaussian = copy.deepcopy(model._latent_gaussian())
         self.score_type = model.score_type
         self.columns = model._score_columns()
         self.combine_terms = combine_score_terms

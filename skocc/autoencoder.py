@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from numbers import Integral, Real
 
 import numpy as np
@@ -91,7 +92,7 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         about 0.3 on, with ``norm="l2"``, the decoder's output stays close to a
         template of the normal class and the information moves into ``||z||``;
         on the 8 x 8 digits, ``beta=1`` with ``score_type="combined"`` scored
-        well (the demo uses it), but not on photographs (COIL-20).
+        well, but not on photographs (COIL-20).
     latent_dim : int, default=64
         Size of the latent code ``z``.
     channels : tuple of int, default=(32, 64, 128)
@@ -275,7 +276,11 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         # The Gaussian of the training codes first: the score terms include
         # the codes' Mahalanobis distances under it.
         codes = self._map_batches(images, lambda module, xb: module.encode(xb))
-        self.latent_location_, covariance, _ = shrunk_gaussian(codes.reshape(len(codes), -1))
+        self.latent_location_, covariance, _ = shrunk_gaussian(
+            codes.reshape(len(codes), -1),
+            name="the latent codes of the training images",
+            advice="The network diverged: lower lr, or train with precision='float32'.",
+        )
         # Exactly symmetric, so that a saved model's covariance can be checked for it.
         self.latent_covariance_ = (covariance + covariance.T) / 2
         super()._after_fit(images, held_out)
@@ -296,20 +301,35 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         indices = np.arange(len(self.latent_location_))
         return [(indices, self.latent_location_, self.latent_covariance_)]
 
-    def _latent_gaussian(self):
-        """The fitted Gaussians' distances as a float64 CPU module (:class:`~skocc.nn.LatentGaussian`)."""
-        return LatentGaussian(
-            [
-                (indices, location, whitening(ridged_cholesky(covariance)))
-                for indices, location, covariance in self._gaussian_blocks()
-            ]
-        )
+    def _latent_gaussian(self, device="cpu"):
+        """The fitted Gaussians' distances as a float64 module on ``device`` (:class:`~skocc.nn.LatentGaussian`).
+
+        Built once per fitted Gaussian and device (a Cholesky factor and its
+        inverse per block) and kept, since every scoring call needs it; the
+        caller must not move or modify it (copy it first).
+        """
+        cache = getattr(self, "_latent_gaussian_cache", None)
+        if cache is None or cache[0] is not self.latent_covariance_:
+            cpu = LatentGaussian(
+                [
+                    (indices, location, whitening(ridged_cholesky(covariance)))
+                    for indices, location, covariance in self._gaussian_blocks()
+                ]
+            )
+            cache = (self.latent_covariance_, {"cpu": cpu})
+            self._latent_gaussian_cache = cache
+        modules, key = cache[1], str(torch.device(device))
+        if key not in modules:
+            modules[key] = copy.deepcopy(modules["cpu"]).to(device)
+        return modules[key]
 
     def _score_terms(self, images):
         """(n, k) float64: the objective's terms, then the codes' Mahalanobis distances."""
         # The objective the net was trained with, even if set_params changed norm since.
         objective = self.net_.criterion_
-        gaussian = self._latent_gaussian().to(self.device_)
+        # float64 on the network's device where it has float64 (MPS has not).
+        device = self.device_ if torch.device(self.device_).type in ("cpu", "cuda") else "cpu"
+        gaussian = self._latent_gaussian(device)
         return self._map_batches(
             images, lambda module, xb: objective.score_terms(module(xb), gaussian)
         )

@@ -279,11 +279,16 @@ class GaussianKDE(_Detector):
         )
 
 
-def shrunk_gaussian(X):
+def shrunk_gaussian(
+    X,
+    name="X",
+    advice="Scale the features (e.g. with sklearn.preprocessing.StandardScaler).",
+):
     """``(location, covariance, cholesky)`` of a Ledoit-Wolf Gaussian of the rows of ``X``.
 
-    ``cholesky`` is :func:`ridged_cholesky` of the covariance. A ValueError,
-    naming the cause, where the covariance overflows float64.
+    ``cholesky`` is :func:`ridged_cholesky` of the covariance. A ValueError
+    where the covariance overflows float64 (or ``X`` is not finite), naming
+    the data (``name``) and what to do (``advice``).
     """
     try:
         # Overflow raises here instead of surfacing as a NaN that
@@ -293,9 +298,9 @@ def shrunk_gaussian(X):
             chol = ridged_cholesky(lw.covariance_)
     except (FloatingPointError, ValueError, np.linalg.LinAlgError) as exc:
         raise ValueError(
-            f"The covariance of X overflowed float64 ({exc}): X has values up to "
+            f"The covariance of {name} overflowed float64 ({exc}): {name} has values up to "
             f"{np.abs(X).max():.3g} in absolute value, whose squares exceed float64's range. "
-            "Scale the features (e.g. with sklearn.preprocessing.StandardScaler)."
+            + advice
         ) from None
     return lw.location_, lw.covariance_, chol
 

@@ -209,8 +209,8 @@ class MultiViewConvAEOneClass(ConvAEOneClass):
         """Each view's contribution to the normality score (higher = more normal).
 
         Per view: ``-||z_v||`` for ``score_type="latent"``, ``-||x_v - x_hat_v||``
-        for ``"reconstruction"``, the Mahalanobis distance of ``z_v`` under
-        the marginal of the codes' Gaussian for that view for
+        for ``"reconstruction"``, minus the Mahalanobis distance of ``z_v``
+        under the marginal of the codes' Gaussian for that view for
         ``"mahalanobis"``, and for the sums, their two terms standardised with
         that view's training statistics. The view with the lowest
         value made the sample look anomalous. The reconstruction contributions

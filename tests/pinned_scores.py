@@ -26,6 +26,7 @@ from skocc.detectors import GaussianDensity, GaussianKDE
 PINNED = os.path.join(os.path.dirname(__file__), "data", "pinned_scores.npz")
 
 _AE = dict(channels=(8, 16), latent_dim=4, max_epochs=3, batch_size=32, device="cpu", random_state=0)
+_AE_DEFAULTS = {k: v for k, v in _AE.items() if k != "batch_size"}
 _FEATURES = dict(width=4, head_dim=8, max_epochs=2, batch_size=32, device="cpu", random_state=0)
 
 
@@ -41,6 +42,9 @@ def estimators():
             ConvAEOneClass(normalize="image", resolution=12, score_type="reconstruction", **_AE),
         ),
         ("multiview_combined", MultiViewConvAEOneClass(score_type="combined", beta=0.1, **_AE)),
+        # The defaults of batch_size and score_type since issue 14 (pinned then).
+        ("convae_default", ConvAEOneClass(**_AE_DEFAULTS)),
+        ("multiview_default", MultiViewConvAEOneClass(**_AE_DEFAULTS)),
         (
             "two_stage_rotation",
             TwoStageOneClass(

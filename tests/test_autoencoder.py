@@ -104,7 +104,6 @@ def test_mahalanobis_score_is_the_distance_under_the_training_codes_gaussian(dig
     # The ridge of 1e-10 times the trace is the only difference from scikit-learn's.
     np.testing.assert_allclose(-model.score_samples(X_test), distance, rtol=1e-5)
 
-    model.set_params(score_type="reconstruction+mahalanobis")
     train_error = -model.set_params(score_type="reconstruction").score_samples(X)
     test_error = -model.score_samples(X_test)
     train_distance = np.sqrt(gaussian.mahalanobis(codes))

@@ -44,10 +44,13 @@ def test_contract_and_learning(views):
 
 def test_one_view_is_conv_ae_one_class():
     X = np.random.RandomState(0).rand(40, 8, 8).astype(np.float32)
-    params = {**FAST, "beta": 1.0, "score_type": "combined"}
+    params = {**FAST, "beta": 1.0}
     single = ConvAEOneClass(**params).fit(X)
     multi = MultiViewConvAEOneClass(**params).fit(X[:, None])
-    np.testing.assert_array_equal(multi.score_samples(X[:, None]), single.score_samples(X))
+    for score_type in SCORE_TYPES:
+        single.set_params(score_type=score_type)
+        multi.set_params(score_type=score_type)
+        np.testing.assert_array_equal(multi.score_samples(X[:, None]), single.score_samples(X))
 
 
 @pytest.mark.parametrize("share_weights", [True, False])

@@ -66,7 +66,8 @@ class LatentGaussian(nn.Module):
             self.register_buffer(f"whitening{i}", torch.as_tensor(whitening, dtype=torch.float64))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        z = z.flatten(1).double()
+        # On the buffers' device: float64 where the network's has none (MPS).
+        z = z.flatten(1).to(self.location0.device, torch.float64)
         distances = []
         for i in range(self.n_blocks):
             block = z.index_select(1, getattr(self, f"indices{i}"))
@@ -131,8 +132,8 @@ class AutoencoderObjective(nn.Module):
     def score_terms(self, output, gaussian=None) -> torch.Tensor:
         """``(n, 2)``: the reconstruction error and the latent norm of every sample.
 
-        With a :class:`LatentGaussian`, its distances follow as further
-        columns, and the terms are float64.
+        With a :class:`LatentGaussian` of ``b`` blocks, ``(n, 2 + b)``: its
+        distances follow, and the terms are float64 on its device.
         """
         terms = torch.stack([self.reconstruction(output), self.latent(output)], dim=1)
         return _with_distances(terms, output, gaussian)
@@ -184,7 +185,8 @@ class MultiViewAutoencoderObjective(AutoencoderObjective):
 def _with_distances(terms, output, gaussian):
     if gaussian is None:
         return terms
-    return torch.cat([terms.double(), gaussian(output[2])], dim=1)
+    distances = gaussian(output[2])
+    return torch.cat([terms.to(distances.device, torch.float64), distances], dim=1)
 
 
 class SelfSupervisedObjective(nn.Module):

@@ -110,11 +110,13 @@ def _n_score_terms(checked):
     return 3 + 3 * checked["n_views_"] if "n_views_" in checked else 3
 
 
-def _float_vector(value, length):
+def _float_vector(value, length=None):
+    # A finite 1-D float array of ``length`` entries (of at least one if None).
     return (
         isinstance(value, np.ndarray)
         and value.dtype.kind == "f"
-        and value.shape == (length,)
+        and value.ndim == 1
+        and (value.size >= 1 if length is None else value.size == length)
         and bool(np.isfinite(value).all())
     )
 
@@ -122,13 +124,7 @@ def _float_vector(value, length):
 def _check_latent_location(value, estimator, checked):
     # Its length is checked against the network's code in check_code_size,
     # once the network is known to match the file's parameters.
-    if not (
-        isinstance(value, np.ndarray)
-        and value.dtype.kind == "f"
-        and value.ndim == 1
-        and value.size >= 1
-        and bool(np.isfinite(value).all())
-    ):
+    if not _float_vector(value):
         raise _Expected("a non-empty 1-D float array, finite")
     return value.astype(np.float64)
 

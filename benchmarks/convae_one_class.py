@@ -411,12 +411,35 @@ def parse_args(argv=None):
                         help="calibration of the recipes that do not set it (holdout: the "
                         "library's default, trains on 80 %%)")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="print the tables of earlier runs' JSON files, seeds of one data set "
+                        "pooled (e.g. two seeds run in parallel), instead of running")
     return parser.parse_args(argv)
+
+
+def merge(paths):
+    """Tables of earlier runs: every data set's seeds from every file, pooled."""
+    merged = {}
+    for path in paths:
+        run = json.loads(Path(path).read_text())
+        print(f"{path}: {environment_line(run['environment'])}")
+        for name, result in run["datasets"].items():
+            into = merged.setdefault(name, {**result, "seeds": {}})
+            for seed, per_class in result["seeds"].items():
+                if seed in into["seeds"]:
+                    raise ValueError(f"{name} seed {seed} is in more than one file")
+                into["seeds"][seed] = per_class
+    for name, result in merged.items():
+        first = next(iter(result["seeds"].values()))
+        methods = list(next(iter(first.values())))
+        print("\n" + report(name, result, methods) + "\n", flush=True)
 
 
 def main(argv=None):
     torch.set_num_threads(1)
     args = parse_args(argv)
+    if args.merge:
+        return merge(args.merge)
     CALIBRATION[0] = args.calibration
     env = environment(args)
     methods = ae_columns(args.recipe) + list(BASELINES)

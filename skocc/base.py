@@ -152,6 +152,7 @@ class BaseDeepImageModel(BaseEstimator):
         self.device_ = resolve_device(self.device)
         check_precision(self._precision(), self.device_)
         self._check_training_memory(images)
+        self._check_host_memory()
         rng = check_random_state(self.random_state)
         init_seed, order_seed = (int(s) for s in rng.randint(np.iinfo(np.int32).max, size=2))
 
@@ -211,11 +212,11 @@ class BaseDeepImageModel(BaseEstimator):
         """
         available = available_memory(self.device_)
         if available is None:
-            return self._check_host_memory()
+            return
         n_params, activations = self._network_footprint(images.dtype)
         needed = 16 * n_params + activations
         if needed <= available:
-            return self._check_host_memory()
+            return
         sizes = ", ".join(
             f"{name}={getattr(self, name)!r}" for name in self._SIZE_PARAMS if hasattr(self, name)
         )

@@ -266,6 +266,7 @@ _ATTRIBUTE_CHECKS = {
     "calibration_scores_": _check_calibration_scores,
     "calibration_terms_": _check_calibration_terms,
     "threshold_held_out_": _check_bool,
+    "calibration_leave_one_out_": _check_bool,
     "calibration_score_type_": _check_score_type,
     "score_mean_": _check_score_mean,
     "score_std_": _check_score_std,

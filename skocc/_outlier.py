@@ -98,6 +98,24 @@ def standardisation(values):
     return values.mean(axis=0), np.where(std > 0, std, 1.0)
 
 
+def leave_one_out_standardisation(values):
+    """``(mean, std)`` of every row's column among the other rows: arrays of ``values``' shape.
+
+    As :func:`standardisation` computes them from ``values`` without that
+    row (1 for a zero std); for two rows or more.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n = len(values)
+    mean = (values.sum(axis=0) - values) / (n - 1)
+    # Deviations from the full mean, then the shift to each row's own mean:
+    # no cancellation of large sums of squares.
+    full_mean = values.mean(axis=0)
+    squares = ((values - full_mean) ** 2).sum(axis=0) - (values - full_mean) ** 2
+    variance = squares / (n - 1) - (mean - full_mean) ** 2
+    std = np.sqrt(np.maximum(variance, 0.0))
+    return mean, np.where(std > 0, std, 1.0)
+
+
 class OutlierContractMixin:
     """``offset_``, calibration, p-values, ``decision_function`` and ``predict``.
 

@@ -378,7 +378,9 @@ class BaseDeepOneClass(OutlierContractMixin, OutlierMixin, BaseDeepImageModel):
       normal images.
 
     Subclasses implement ``_score_terms`` (per-sample terms from the network)
-    and ``_anomaly_scores_from_terms`` (the anomaly score from them).
+    and ``_anomaly_scores_from_terms(terms, leave_one_out=False)`` (the
+    anomaly score from them; with ``leave_one_out``, each row standardised
+    with the statistics of the others, for the images the statistics came from).
     """
 
     _persisted_attributes: tuple = (
@@ -387,6 +389,7 @@ class BaseDeepOneClass(OutlierContractMixin, OutlierMixin, BaseDeepImageModel):
         "calibration_terms_",
         "calibration_score_type_",
         "threshold_held_out_",
+        "calibration_leave_one_out_",
     ) + BaseDeepImageModel._persisted_attributes
 
     _parameter_constraints: dict = {
@@ -402,27 +405,31 @@ class BaseDeepOneClass(OutlierContractMixin, OutlierMixin, BaseDeepImageModel):
         return images[train], images[calibration]
 
     def _after_fit(self, images, held_out):
-        """Training-score statistics, then ``offset_`` from the held-out images."""
-        terms = self._score_terms(images)
+        """Score statistics and ``offset_`` from the held-out images (the training ones if none)."""
+        held = held_out is not None
+        terms = self._score_terms(held_out if held else images)
         self._fit_score_stats(terms)
-        if held_out is None:
-            self._threshold_from_terms(terms, held_out=False)
-        else:
-            self._threshold_from_terms(self._score_terms(held_out), held_out=True)
+        # Held-out images are scored leaving each one out of the statistics
+        # computed from them, as a new image is: see _anomaly_scores_from_terms.
+        self._threshold_from_terms(terms, held_out=held, leave_one_out=held)
 
     def _fit_score_stats(self, terms):
-        """Hook for subclasses that standardise score terms with training statistics."""
+        """Hook for subclasses that standardise score terms with the calibration images' statistics."""
 
-    def _threshold_from_terms(self, terms, *, held_out):
+    def _threshold_from_terms(self, terms, *, held_out, leave_one_out=False):
         """``offset_`` from the score terms of the calibration images, which are kept.
 
         Keeping the terms (``calibration_terms_``), not only the scores, lets
         the threshold follow parameters that change how terms make a score
         (``score_type``) without new images: see :meth:`_threshold_now`.
+        ``leave_one_out`` says that the score statistics were computed from
+        these very terms (fit's held-out images).
         """
-        self._set_threshold(-self._anomaly_scores_from_terms(terms), held_out=held_out)
+        scores = -self._anomaly_scores_from_terms(terms, leave_one_out=leave_one_out)
+        self._set_threshold(scores, held_out=held_out)
         self.calibration_terms_ = terms
         self.threshold_held_out_ = bool(held_out)
+        self.calibration_leave_one_out_ = bool(leave_one_out)
         self.calibration_score_type_ = self._score_key()
 
     def _score_key(self):
@@ -438,7 +445,9 @@ class BaseDeepOneClass(OutlierContractMixin, OutlierMixin, BaseDeepImageModel):
         _, stored = self._threshold_of(self.calibration_scores_, held_out=self.threshold_held_out_)
         if stored != self.offset_:
             return self.offset_, self.calibration_scores_
-        scores = -self._anomaly_scores_from_terms(self.calibration_terms_)
+        scores = -self._anomaly_scores_from_terms(
+            self.calibration_terms_, leave_one_out=self.calibration_leave_one_out_
+        )
         scores, offset = self._threshold_of(scores, held_out=self.threshold_held_out_)
         return offset, scores
 

@@ -5,6 +5,8 @@ installed skocc; ``tests/test_pinned_scores.py`` compares a fresh fit with it.
 ``--mnist PATH`` adds MNIST (one digit, 500 training images) for a before/after
 comparison outside the suite (the suite must not read ../shared):
 ``python -m tests.pinned_scores --out before.npz --mnist ../shared/data/mnist``.
+``--only NAME ...`` re-pins those estimators after a deliberate change of their
+scores and keeps every other array as it is.
 """
 
 from __future__ import annotations
@@ -108,10 +110,24 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=PINNED)
     parser.add_argument("--mnist", default=None, help="folder of mnist_*.npz; adds MNIST outputs")
+    parser.add_argument(
+        "--only", nargs="+", default=None, metavar="NAME",
+        help="re-pin these estimators only (after a deliberate change of their scores), "
+        "keeping the other arrays of --out as they are",
+    )
     args = parser.parse_args(argv)
-    results = {f"digits/{k}": v for k, v in pinned_outputs(*digits_data()).items()}
+    results = {}
+    if args.only:
+        unknown = sorted(set(args.only) - {name for name, _ in estimators()})
+        if unknown:
+            parser.error(f"--only: no pinned estimator named {unknown}")
+        with np.load(args.out) as old:
+            results = {k: old[k] for k in old.files}
+    new = pinned_outputs(*digits_data(), names=args.only)
+    results.update({f"digits/{k}": v for k, v in new.items()})
     if args.mnist:
-        results.update({f"mnist/{k}": v for k, v in pinned_outputs(*mnist_data(args.mnist)).items()})
+        mnist = pinned_outputs(*mnist_data(args.mnist), names=args.only)
+        results.update({f"mnist/{k}": v for k, v in mnist.items()})
     np.savez_compressed(args.out, **results)
     print(f"wrote {len(results)} arrays to {args.out}")
 

@@ -107,9 +107,11 @@ def test_mahalanobis_score_is_the_distance_under_the_training_codes_gaussian(dig
     train_error = -model.set_params(score_type="reconstruction").score_samples(X)
     test_error = -model.score_samples(X_test)
     train_distance = np.sqrt(gaussian.mahalanobis(codes))
-    expected = (test_error - train_error.mean()) / train_error.std() + (
-        distance - train_distance.mean()
-    ) / train_distance.std()
+    # Each term standardised with the training statistics (calibration="train"
+    # holds nothing out), then the squares of their softplus added up.
+    z_error = (test_error - train_error.mean()) / train_error.std()
+    z_distance = (distance - train_distance.mean()) / train_distance.std()
+    expected = np.logaddexp(0, z_error) ** 2 + np.logaddexp(0, z_distance) ** 2
     model.set_params(score_type="reconstruction+mahalanobis")
     np.testing.assert_allclose(-model.score_samples(X_test), expected, rtol=1e-5, atol=1e-6)
 
@@ -126,6 +128,41 @@ def test_the_latent_gaussian_is_fitted_on_the_training_part_only(digits):
     np.testing.assert_allclose(model.latent_location_, codes[~held].mean(axis=0), rtol=1e-6)
     assert not np.allclose(model.latent_location_, codes.mean(axis=0), rtol=1e-3)
     np.testing.assert_array_equal(model.latent_covariance_, model.latent_covariance_.T)
+
+
+def test_held_out_images_standardise_the_terms_and_each_is_left_out_of_its_own(digits):
+    X_train, X_test, y_train, _ = digits
+    model = ConvAEOneClass(**FAST).fit(X_train[y_train == 3])  # 20 % held out
+    terms = model.calibration_terms_
+    assert model.calibration_leave_one_out_
+    np.testing.assert_allclose(model.score_mean_, terms.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(model.score_std_, terms.std(axis=0), rtol=1e-12)
+
+    def score(row, mean, std):
+        z = (row[[0, 2]] - mean[[0, 2]]) / std[[0, 2]]
+        return -np.sum(np.logaddexp(0, z) ** 2)
+
+    # Each held-out image is scored with the statistics of the others, as a new image is.
+    expected = [
+        score(row, np.delete(terms, i, 0).mean(axis=0), np.delete(terms, i, 0).std(axis=0))
+        for i, row in enumerate(terms)
+    ]
+    np.testing.assert_allclose(model.calibration_scores_, np.sort(expected), rtol=1e-10)
+    # A new image with the statistics of all of them.
+    test_terms = model._score_terms(model._validate_images(X_test[:5], reset=False))
+    np.testing.assert_allclose(
+        model.score_samples(X_test[:5]),
+        [score(row, model.score_mean_, model.score_std_) for row in test_terms],
+        rtol=1e-10,
+    )
+    # calibrate(X) scores new images, which the statistics did not come from.
+    model.calibrate(X_train[y_train == 3][:25])
+    assert not model.calibration_leave_one_out_
+    np.testing.assert_allclose(
+        model.calibration_scores_,
+        np.sort(model.score_samples(X_train[y_train == 3][:25])),
+        rtol=1e-12,
+    )
 
 
 def test_determinism_and_global_rng_untouched(digits):

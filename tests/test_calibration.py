@@ -190,7 +190,13 @@ def test_calibrate_changes_the_threshold_and_nothing_else(zeros_model, digits):
     new_normals, test = X[y == 0][120:150], X[:50]
     weights, scores, params = _state(model), model.score_samples(test), model.get_params()
     # The threshold's state: offset_, the calibration scores and the terms they come from.
-    threshold = ("offset_", "calibration_scores_", "calibration_terms_", "threshold_held_out_")
+    threshold = (
+        "offset_",
+        "calibration_scores_",
+        "calibration_terms_",
+        "threshold_held_out_",
+        "calibration_leave_one_out_",
+    )
     others = {k: v for k, v in vars(model).items() if k not in threshold}
     assert model.calibrate(new_normals) is model
     assert model.offset_ == conformal_threshold(model.score_samples(new_normals), 0.05)

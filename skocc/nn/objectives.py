@@ -10,6 +10,7 @@ choose the objective and its arguments.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,8 +35,8 @@ __all__ = [
     "combine_score_terms",
 ]
 
-#: The autoencoders' score types, and the score terms each one adds up
-#: (standardised, where there are two).
+#: The autoencoders' score types, and the score terms each one is made of
+#: (see :func:`combine_score_terms` for how two are combined).
 SCORE_TERMS = {
     "reconstruction": ("reconstruction",),
     "latent": ("latent",),
@@ -219,16 +220,30 @@ class SelfSupervisedObjective(nn.Module):
         return nt_xent(prediction, self.temperature)
 
 
+def _softplus(x):
+    """``log(1 + exp(x))`` of a NumPy array or a tensor, without overflow.
+
+    The same elementary operations on both (the tensor form exports to ONNX).
+    """
+    if isinstance(x, torch.Tensor):
+        return torch.relu(x) + torch.log(1 + torch.exp(-torch.abs(x)))
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
 def combine_score_terms(score_type, terms, mean, std):
     """The anomaly score of ``score_type`` from its terms.
 
     ``terms`` maps the name of every term (``"reconstruction"``, ``"latent"``,
     ``"mahalanobis"``) to ``(values, stats)``, where ``stats`` indexes the
-    training means ``mean`` and standard deviations ``std`` of those values.
-    A score type of one term (:data:`SCORE_TERMS`) is that term itself; one
-    of two is the sum of both, each standardised. Plain arithmetic and
-    indexing, so the same function combines NumPy arrays in ``score_samples``
-    and tensors in the graph of :func:`skocc.export_onnx`.
+    last axis of the means ``mean`` and standard deviations ``std`` of those
+    values (1-d, or one row per sample). A score type of one term
+    (:data:`SCORE_TERMS`) is that term itself. One of two standardises each
+    term, ``z = (value - mean) / std``, and adds up ``softplus(z) ** 2``: a
+    smooth one-sided square, near 0 for a term below its mean and near ``z ** 2``
+    above it, so that an image is as anomalous as the length of its excess
+    over the normal range on both terms, and a term that is unusually low does
+    not cancel one that is unusually high. NumPy arrays in ``score_samples``,
+    tensors in the graph of :func:`skocc.export_onnx`.
     """
     names = SCORE_TERMS[score_type]
     if len(names) == 1:
@@ -236,5 +251,5 @@ def combine_score_terms(score_type, terms, mean, std):
     total = 0.0
     for name in names:
         values, stats = terms[name]
-        total = total + (values - mean[stats]) / std[stats]
+        total = total + _softplus((values - mean[..., stats]) / std[..., stats]) ** 2
     return total

@@ -16,6 +16,9 @@ from skocc.nn.objectives import (
 
 from .._settings import modules_loaded_by
 
+#: softplus(0) and softplus(1).
+SP0, SP1 = np.log(2.0), np.log1p(np.e)
+
 
 def _output(*shape, latent=5, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -88,8 +91,9 @@ def test_combine_score_terms_on_arrays_and_tensors():
         ("reconstruction", recon),
         ("latent", latent),
         ("mahalanobis", maha),
-        ("combined", [0.0, 1.0]),
-        ("reconstruction+mahalanobis", [1.0, 0.0]),
+        # Standardised: reconstruction [0, 1], latent [0, 0], mahalanobis [1, -1].
+        ("combined", [2 * SP0**2, SP1**2 + SP0**2]),
+        ("reconstruction+mahalanobis", [SP0**2 + SP1**2, SP1**2 + np.log1p(np.exp(-1)) ** 2]),
     ]
     assert {kind for kind, _ in cases} == set(SCORE_TYPES)
     columns = {"reconstruction": 0, "latent": 1, "mahalanobis": 2}
@@ -134,6 +138,35 @@ def test_score_terms_append_the_gaussians_distances():
     torch.testing.assert_close(terms[:, :2], objective.score_terms(output).double())
     # With the identity whitening and zero location, the distance is the code's norm.
     torch.testing.assert_close(terms[:, 2], output[2].double().norm(dim=1))
+
+
+def test_two_terms_combine_one_sided_without_overflow_and_with_row_statistics():
+    columns = {"reconstruction": 0, "mahalanobis": 1}
+    mean, std = np.zeros(2), np.ones(2)
+
+    def combine(recon, maha, mean=mean, std=std, to=np.asarray):
+        terms = {"reconstruction": (to(recon), 0), "mahalanobis": (to(maha), 1)}
+        assert set(terms) == set(columns)
+        return np.asarray(
+            combine_score_terms("reconstruction+mahalanobis", terms, to(mean), to(std))
+        )
+
+    for to in (np.asarray, torch.as_tensor):
+        # A term far below its mean does not cancel one far above it, as a sum would.
+        high_low, typical = combine([3.0, 0.0], [-3.0, 0.0], to=to)
+        assert high_low > 9 > typical
+        # Increasing in each term (in float64 from about 18 standard deviations below the mean).
+        assert np.all(np.diff(combine(np.linspace(-50, 50, 101), np.zeros(101), to=to)) >= 0)
+        assert np.all(np.diff(combine(np.linspace(-15, 50, 66), np.zeros(66), to=to)) > 0)
+        # Far outside the normal range: finite, about z ** 2.
+        far = combine([1e6, -1e6], [0.0, 0.0], to=to)
+        assert np.isfinite(far).all() and far[0] == pytest.approx(1e12) and far[1] < 1
+        # Statistics per row (leave-one-out) index the last axis.
+        rows = combine(
+            [1.0, 1.0], [0.0, 0.0], mean=np.array([[1.0, 0.0], [0.0, 0.0]]),
+            std=np.ones((2, 2)), to=to,
+        )
+        np.testing.assert_allclose(rows, [2 * SP0**2, SP1**2 + SP0**2])
 
 
 def test_skocc_nn_imports_torch_only():

@@ -50,7 +50,7 @@ from _common import REPO_ROOT, environment, environment_line  # noqa: E402
 from skocc import ConvAEOneClass, SelfSupervisedFeatures, TwoStageOneClass  # noqa: E402
 from skocc.detectors import GaussianKDE  # noqa: E402
 
-MODELS = ("cutpaste", "cutpaste_image", "contrastive_da", "convae", "lof", "kde", "kde_std")
+MODELS = ("cutpaste_user", "cutpaste", "cutpaste_image", "contrastive_da", "convae", "lof", "kde", "kde_std")
 
 
 def load_elpv(root, size):
@@ -80,6 +80,11 @@ def standardise(X):
 
 
 def make_model(name, seed, epochs):
+    if name == "cutpaste_user":
+        # Exactly the constructor of an inspection user: every default
+        # (20 epochs, rotation ensemble), the CPU.
+        features = SelfSupervisedFeatures(pretext="cutpaste", device="cpu")
+        return TwoStageOneClass(features=features, random_state=seed)
     if name in ("cutpaste", "cutpaste_image"):
         features = SelfSupervisedFeatures(
             pretext="cutpaste",

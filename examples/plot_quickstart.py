@@ -30,9 +30,9 @@ print(f"training on {len(X_normal)} images of the digit {normal_digit}")
 model = ConvAEOneClass(random_state=0).fit(X_normal)
 
 # %%
-# One fitted model, several scores: the default adds the reconstruction
+# One fitted model, several scores: the default combines the reconstruction
 # error and the Mahalanobis distance of the code from the training codes,
-# each standardised with training statistics; each can be read alone, and so
+# each standardised with the held-out images' statistics; each can be read alone, and so
 # can the latent norm, which ranks anomalies as *more* normal (the user guide
 # says why). ``score_type`` can be changed after ``fit``; ``offset_`` (the
 # threshold of ``predict``) follows it. It is set back before predicting.

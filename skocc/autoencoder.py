@@ -69,14 +69,14 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
 
     After training, ``fit`` models the codes of the training images with one
     Gaussian (their mean and Ledoit-Wolf covariance, ``latent_location_`` and
-    ``latent_covariance_``), and the default score adds two standardised terms:
-    how badly the image is reconstructed, and how far its code lies from the
-    normal codes in the Mahalanobis distance of that Gaussian
+    ``latent_covariance_``), and the default score combines two standardised
+    terms: how badly the image is reconstructed, and how far its code lies
+    from the normal codes in the Mahalanobis distance of that Gaussian
     (``score_type="reconstruction+mahalanobis"``). The reconstruction error
     was the better term on small, clean data sets and the Mahalanobis
-    distance on larger, more varied ones. Against LocalOutlierFactor on the
-    pixels, their sum lost at most 0.6 points of AUROC on the four data sets
-    measured, where either term alone lost 3 to 10 (:doc:`/benchmarks`).
+    distance on larger, more varied ones; either alone lost to
+    LocalOutlierFactor on the pixels somewhere, and their combination did
+    not on the four data sets measured (:doc:`/benchmarks`).
 
     The latent norm ``||z||`` alone (``score_type="latent"``, the score of
     the targeted-collapse papers) is unreliable: it measures how strongly
@@ -367,8 +367,7 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         with the statistics of the other rows instead: a held-out image's score
         then depends on the other held-out images only, as a new image's does,
         and the split-conformal threshold set from those scores keeps its
-        promise (without it, the threshold flagged 6.7 % of new normal digits
-        for 5 % promised, 19 held-out images).
+        promise (the benchmarks page measures it).
         """
         if self.score_type not in SCORE_TYPES:
             # set_params after fit is not validated by scikit-learn; without this

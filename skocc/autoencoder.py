@@ -117,7 +117,7 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         standard deviations are those of the held-out images with
         ``calibration="holdout"`` (the training images' understate the
         reconstruction error of new images), of the training images
-        otherwise. (Not named ``score``: that name is
+        otherwise or when fewer than three are held out. (Not named ``score``: that name is
         scikit-learn's method for ``estimator.score(X, y)``.) Changing it
         after ``fit`` changes the scores and moves ``offset_`` with them
         (from the score terms of the calibration images, which are kept).
@@ -136,7 +136,8 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
     score_mean_ : ndarray of shape (3,)
         Mean of the reconstruction error, the latent norm and the Mahalanobis
         distance of the code on the held-out images, or on the training
-        images when none are held out (used by the score types of two terms).
+        images when fewer than three are held out (used by the score types of
+        two terms).
     score_std_ : ndarray of shape (3,)
         Their standard deviations (1 where a term is constant).
     latent_location_ : ndarray of shape (`latent_dim`,)

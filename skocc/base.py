@@ -405,13 +405,19 @@ class BaseDeepOneClass(OutlierContractMixin, OutlierMixin, BaseDeepImageModel):
         return images[train], images[calibration]
 
     def _after_fit(self, images, held_out):
-        """Score statistics and ``offset_`` from the held-out images (the training ones if none)."""
+        """Score statistics and ``offset_`` from the held-out images.
+
+        The statistics come from the training images when fewer than three are
+        held out, and ``offset_`` too when none are.
+        """
         held = held_out is not None
         terms = self._score_terms(held_out if held else images)
-        self._fit_score_stats(terms)
         # Held-out images are scored leaving each one out of the statistics
-        # computed from them, as a new image is: see _anomaly_scores_from_terms.
-        self._threshold_from_terms(terms, held_out=held, leave_one_out=held)
+        # computed from them, as a new image is (see _anomaly_scores_from_terms):
+        # that needs a standard deviation of the others, so at least three.
+        leave_one_out = held and len(terms) >= 3
+        self._fit_score_stats(terms if leave_one_out or not held else self._score_terms(images))
+        self._threshold_from_terms(terms, held_out=held, leave_one_out=leave_one_out)
 
     def _fit_score_stats(self, terms):
         """Hook for subclasses that standardise score terms with the calibration images' statistics."""

@@ -86,8 +86,8 @@ class MultiViewConvAEOneClass(ConvAEOneClass):
     n_views_ : int
         Number of views ``V``.
     score_mean_ : ndarray of shape (3 + 3 * `n_views_`,)
-        Means, on the held-out samples (the training ones when none are
-        held out), of: the total reconstruction error, ``||z||``, each
+        Means, on the held-out samples (the training ones when fewer than
+        three are held out), of: the total reconstruction error, ``||z||``, each
         view's reconstruction error, each view's code norm ``||z_v||``, the
         Mahalanobis distance of ``z``, that of each view's code ``z_v`` (under
         the Gaussian's marginal for that view).

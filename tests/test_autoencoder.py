@@ -155,6 +155,10 @@ def test_held_out_images_standardise_the_terms_and_each_is_left_out_of_its_own(d
         [score(row, model.score_mean_, model.score_std_) for row in test_terms],
         rtol=1e-10,
     )
+    # The threshold follows score_type with the same leave-one-out scores.
+    model.set_params(score_type="mahalanobis")
+    np.testing.assert_allclose(model._threshold_now()[1], np.sort(-terms[:, 2]), rtol=1e-12)
+    model.set_params(score_type="reconstruction+mahalanobis")
     # calibrate(X) scores new images, which the statistics did not come from.
     model.calibrate(X_train[y_train == 3][:25])
     assert not model.calibration_leave_one_out_
@@ -163,6 +167,22 @@ def test_held_out_images_standardise_the_terms_and_each_is_left_out_of_its_own(d
         np.sort(model.score_samples(X_train[y_train == 3][:25])),
         rtol=1e-12,
     )
+
+
+def test_too_few_held_out_images_for_their_statistics_use_the_training_ones(digits):
+    X_train, _, y_train, _ = digits
+    X = X_train[y_train == 3][:4]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no division by zero
+        model = ConvAEOneClass(**FAST, contamination=0.5).fit(X)  # 1 image held out
+    assert len(model.calibration_terms_) == 1 and not model.calibration_leave_one_out_
+    # The held-out image: the one whose distance the calibration terms hold
+    # (up to float32 rounding in batches of another size).
+    distances = -model.set_params(score_type="mahalanobis").score_samples(X)
+    held = np.arange(len(X)) == np.argmin(np.abs(distances - model.calibration_terms_[0, 2]))
+    training_terms = model._score_terms(model._validate_images(X[~held], reset=False))
+    np.testing.assert_allclose(model.score_mean_, training_terms.mean(axis=0), rtol=1e-10)
+    assert np.isfinite(model.offset_)
 
 
 def test_determinism_and_global_rng_untouched(digits):

@@ -106,7 +106,10 @@ contamination : float, default=0.05
     the split-conformal quantile of the scores of normal images held out of
     training, so that a new normal image exchangeable with them is flagged
     with probability at most ``contamination`` (and close to it); see the user
-    guide, "Thresholds you can trust".
+    guide, "Thresholds you can trust". The autoencoders' two-term score types
+    standardise with statistics of those same images, and score each of them
+    with the statistics of the others: the bound is then approximate (n - 1
+    images against n), and :meth:`calibrate` with new images makes it exact.
 calibration : {"holdout", "train"}, default="holdout"
     Where the threshold comes from. ``"holdout"``: ``fit`` holds out
     ``calibration_size`` of the (inlier) training images, drawn with

@@ -182,7 +182,7 @@ def export_onnx(model, path, *, input_layout="auto", input_dtype="uint8", opset=
     and reads ``score_samples`` and ``decision_function``, with nothing to
     re-implement: the input layout, the scaling of ``uint8`` to [0, 1],
     resizing to ``resolution`` (antialiased), ``normalize="image"``, the
-    network, the score type and its standardisation with the training
+    network, the score type and its standardisation with the fitted
     statistics, and for :class:`~skocc.TwoStageOneClass` the L2-normalised
     features of every quarter turn of the rotation ensemble and the Gaussian
     (``"gde"``) or the exact kernel density (``"kde"``, its training points

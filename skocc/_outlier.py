@@ -253,7 +253,9 @@ class OutlierContractMixin:
         ``(1 + #{calibration scores <= s(x)}) / (n + 1)``, against the
         ``n`` scores in ``calibration_scores_`` (held out by ``fit``, or given
         to :meth:`calibrate`). For a normal sample exchangeable with the
-        calibration samples, ``P(p <= t) <= t`` for every ``t``: flag
+        calibration samples, ``P(p <= t) <= t`` for every ``t`` (approximately
+        for fit's held-out images under the autoencoders' two-term score
+        types, which are standardised with statistics of those images): flag
         ``pvalues(X) <= 0.01`` for at most 1 % false alarms, or pass them to
         :func:`skocc.conformal.benjamini_hochberg` to bound the share of
         normal samples among those flagged. With ``calibration="train"``

@@ -4,7 +4,7 @@ One module per model family computes, from the raw image batch to the score,
 exactly what ``score_samples`` computes, in float64 where it does: the
 network's own preprocessing and forward pass, the model's objective (score
 terms, pixel map) or second-stage detectors, and the standardisation with the
-training statistics. :func:`skocc.export_onnx` traces these modules into ONNX;
+fitted statistics. :func:`skocc.export_onnx` traces these modules into ONNX;
 the ``explain`` methods differentiate them.
 """
 

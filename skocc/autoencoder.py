@@ -368,7 +368,8 @@ class ConvAEOneClass(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseDeep
         with the statistics of the other rows instead: a held-out image's score
         then depends on the other held-out images only, as a new image's does,
         and the split-conformal threshold set from those scores keeps its
-        promise (the benchmarks page measures it).
+        promise up to the difference between n - 1 and n images (the
+        benchmarks page measures it).
         """
         if self.score_type not in SCORE_TYPES:
             # set_params after fit is not validated by scikit-learn; without this

@@ -69,9 +69,9 @@ class MultiViewConvAEOneClass(ConvAEOneClass):
         Anomaly score: ``"reconstruction"`` is ``sum_v ||x_v - x_hat_v||``;
         ``"mahalanobis"`` the Mahalanobis distance of the concatenated code
         ``z`` under the Gaussian of the training codes; ``"latent"`` is
-        ``||z||`` (the paper's); the two sums standardise their terms with
-        training statistics and add them (``"combined"``: reconstruction and
-        ``||z||``). Changing it after ``fit`` changes the scores and moves
+        ``||z||`` (the paper's); the two-term types combine their standardised
+        terms as :class:`~skocc.ConvAEOneClass` does (``"combined"``: reconstruction
+        and ``||z||``). Changing it after ``fit`` changes the scores and moves
         ``offset_`` with them.
     lipschitz_decoder : bool, default=True
         Spectrally normalise every decoder layer (see :class:`ConvAEOneClass`).
@@ -212,8 +212,8 @@ class MultiViewConvAEOneClass(ConvAEOneClass):
         Per view: ``-||z_v||`` for ``score_type="latent"``, ``-||x_v - x_hat_v||``
         for ``"reconstruction"``, minus the Mahalanobis distance of ``z_v``
         under the marginal of the codes' Gaussian for that view for
-        ``"mahalanobis"``, and for the sums, their two terms standardised with
-        that view's training statistics. The view with the lowest
+        ``"mahalanobis"``, and for the two-term types, that view's two terms
+        combined with that view's fitted statistics. The view with the lowest
         value made the sample look anomalous. The reconstruction contributions
         add up to the total score; the latent ones do with
         ``norm="squared_l2"``, while with ``"l2"`` they are the views' own norms

@@ -156,8 +156,13 @@ def test_held_out_images_standardise_the_terms_and_each_is_left_out_of_its_own(d
         rtol=1e-10,
     )
     # The threshold follows score_type with the same leave-one-out scores.
-    model.set_params(score_type="mahalanobis")
-    np.testing.assert_allclose(model._threshold_now()[1], np.sort(-terms[:, 2]), rtol=1e-12)
+    model.set_params(score_type="combined")
+    expected = [
+        -np.sum(np.logaddexp(0, (row[:2] - others.mean(axis=0)) / others.std(axis=0)) ** 2)
+        for i, row in enumerate(terms)
+        for others in [np.delete(terms, i, 0)[:, :2]]
+    ]
+    np.testing.assert_allclose(model._threshold_now()[1], np.sort(expected), rtol=1e-10)
     model.set_params(score_type="reconstruction+mahalanobis")
     # calibrate(X) scores new images, which the statistics did not come from.
     model.calibrate(X_train[y_train == 3][:25])

@@ -94,8 +94,12 @@ def clear_fitted(estimator):
 
 def standardisation(values):
     """``(mean, std)`` per column of ``values``, with 1 for a zero std (a constant column)."""
-    std = values.std(axis=0)
-    return values.mean(axis=0), np.where(std > 0, std, 1.0)
+    return values.mean(axis=0), _one_where_zero(values.std(axis=0))
+
+
+def _one_where_zero(std):
+    """``std`` with 1 for every zero (a constant term), so that dividing by it is safe."""
+    return np.where(std > 0, std, 1.0)
 
 
 def leave_one_out_standardisation(values):
@@ -110,10 +114,9 @@ def leave_one_out_standardisation(values):
     # Deviations from the full mean, then the shift to each row's own mean:
     # no cancellation of large sums of squares.
     full_mean = values.mean(axis=0)
-    squares = ((values - full_mean) ** 2).sum(axis=0) - (values - full_mean) ** 2
-    variance = squares / (n - 1) - (mean - full_mean) ** 2
-    std = np.sqrt(np.maximum(variance, 0.0))
-    return mean, np.where(std > 0, std, 1.0)
+    squares = (values - full_mean) ** 2
+    variance = (squares.sum(axis=0) - squares) / (n - 1) - (mean - full_mean) ** 2
+    return mean, _one_where_zero(np.sqrt(np.maximum(variance, 0.0)))
 
 
 class OutlierContractMixin:

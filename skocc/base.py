@@ -416,7 +416,10 @@ class BaseDeepOneClass(OutlierContractMixin, OutlierMixin, BaseDeepImageModel):
         # computed from them, as a new image is (see _anomaly_scores_from_terms):
         # that needs a standard deviation of the others, so at least three.
         leave_one_out = held and len(terms) >= 3
-        self._fit_score_stats(terms if leave_one_out or not held else self._score_terms(images))
+        if held and not leave_one_out:
+            self._fit_score_stats(self._score_terms(images))
+        else:
+            self._fit_score_stats(terms)
         self._threshold_from_terms(terms, held_out=held, leave_one_out=leave_one_out)
 
     def _fit_score_stats(self, terms):
